@@ -1,0 +1,158 @@
+"""The instrumented handler: count, time and classify each request once, at its end.
+
+A handler class is never changed. Each instrumented rule gets a subclass
+that keeps the original's name, module and verb methods (so jupyter_server's
+auth checks and its own ``handler`` label stay as they were) and adds:
+
+- ``__init__``: the request starts; in-progress goes up.
+- ``on_finish``: Tornado's one call after the response is complete, whatever
+  ended it (verb, ``prepare`` rejection, 405, 304, ``Finish``, error page):
+  the status here is the one the client got.
+- ``on_connection_close``: the client went away before the end; recorded
+  as status 499 so in-progress cannot leak.
+- ``log_exception``: Tornado's one call for every uncaught exception, in
+  ``prepare``, the verb or ``on_finish`` alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, ClassVar
+
+from tornado.httputil import HTTPServerRequest
+from tornado.web import Application, HTTPError, RequestHandler
+
+from .metrics import MethodMetrics, Metrics, RouteMetrics, method_label
+from .routes import rules_under
+
+log = logging.getLogger("rucio_metrics")
+
+# nginx's code for "client closed the request before the response was sent".
+CLIENT_CLOSED_REQUEST = "499"
+
+
+class InstrumentedHandler(RequestHandler):
+    """Put in front of a handler class by ``instrumented_class``; not used alone."""
+
+    _rucio_metrics_route: ClassVar[RouteMetrics]
+    _rucio_metrics_call: MethodMetrics | None = None
+    _rucio_metrics_start = 0.0
+
+    def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
+        # request_time() counts from when the headers were parsed, on the wall
+        # clock; move that start onto the monotonic clock once, here.
+        start = time.perf_counter() - max(0.0, request.request_time())
+        super().__init__(application, request, **kwargs)
+        try:
+            call = self._rucio_metrics_route.method(method_label(request.method))
+            call.started()
+        except Exception:
+            report_failure("start")
+            return
+        self._rucio_metrics_start = start
+        self._rucio_metrics_call = call
+
+    def on_finish(self) -> None:
+        try:
+            super().on_finish()
+        finally:
+            self._rucio_metrics_end(str(self.get_status()))
+
+    def on_connection_close(self) -> None:
+        try:
+            super().on_connection_close()
+        finally:
+            if not self._finished:
+                self._rucio_metrics_end(CLIENT_CLOSED_REQUEST)
+
+    def log_exception(
+        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            super().log_exception(typ, value, tb)
+        finally:
+            if typ is not None and not isinstance(value, HTTPError):
+                try:
+                    self._rucio_metrics_route.method(method_label(self.request.method)).raised(typ.__name__)
+                except Exception:
+                    report_failure("exception")
+
+    def _rucio_metrics_end(self, status_code: str) -> None:
+        call = self._rucio_metrics_call
+        if call is None:
+            return
+        self._rucio_metrics_call = None
+        try:
+            call.finished(status_code, max(0.0, time.perf_counter() - self._rucio_metrics_start))
+        except Exception:
+            report_failure("finish")
+
+
+_subclasses: dict[tuple[type[RequestHandler], RouteMetrics], type[RequestHandler]] = {}
+_subclasses_lock = threading.Lock()
+
+
+def is_instrumented(handler_class: type[RequestHandler]) -> bool:
+    return issubclass(handler_class, InstrumentedHandler)
+
+
+# CORS preflights and HEAD are rare here: their series appear on first use
+# instead of doubling the series of every route up front.
+_NOT_PRECREATED = frozenset({"OPTIONS", "HEAD"})
+
+
+def implemented_methods(handler_class: type[RequestHandler]) -> list[str]:
+    """The verbs ``handler_class`` itself answers, e.g. ``["GET", "PUT"]``."""
+    return [
+        m for m in handler_class.SUPPORTED_METHODS
+        if m not in _NOT_PRECREATED
+        and getattr(handler_class, m.lower(), None) is not getattr(RequestHandler, m.lower(), None)
+    ]
+
+
+def instrumented_class(handler_class: type[RequestHandler], route: RouteMetrics) -> type[RequestHandler]:
+    """The subclass of ``handler_class`` that records into ``route``; one per pair."""
+    key = (handler_class, route)
+    with _subclasses_lock:
+        subclass = _subclasses.get(key)
+        if subclass is None:
+            namespace = {
+                "__module__": handler_class.__module__,
+                "__qualname__": handler_class.__qualname__,
+                "__doc__": handler_class.__doc__,
+                "_rucio_metrics_route": route,
+            }
+            subclass = type(handler_class.__name__, (InstrumentedHandler, handler_class), namespace)
+            _subclasses[key] = subclass
+    route.precreate(implemented_methods(handler_class))
+    return subclass
+
+
+def instrument_app(app: Application, base_url: str, prefixes: Iterable[str], metrics: Metrics) -> list[str]:
+    """Instrument every not yet instrumented rule under ``prefixes``; return their labels.
+
+    Safe to call again at any time: rules already instrumented are skipped.
+    """
+    labels = []
+    for rule, label in rules_under(app, base_url, prefixes):
+        if not is_instrumented(rule.target):
+            rule.target = instrumented_class(rule.target, metrics.route(label))
+            labels.append(label)
+    return labels
+
+
+_reported: set[str] = set()
+
+
+def report_failure(stage: str) -> None:
+    """Log a recording failure once per stage; the request goes on regardless."""
+    if stage not in _reported:
+        _reported.add(stage)
+        log.exception(
+            "rucio_metrics: recording a request failed at %s; requests are served as usual "
+            "but their metrics may be incomplete (logged once)", stage,
+        )

@@ -1,0 +1,63 @@
+"""Find the Tornado rules under a path prefix, and the route label of each.
+
+Extensions register with ``web_app.add_handlers(host_pattern, ...)``, which
+nests an ``_ApplicationRouter`` inside ``default_router`` (and, with a
+``default_host``, inside ``wildcard_router`` too), so the walk descends into
+every router it meets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from tornado.routing import PathMatches, Router, Rule
+from tornado.web import Application, RequestHandler
+
+
+def iter_rules(router: object) -> Iterator[Rule]:
+    """Every rule below ``router`` whose target is a handler class, depth first."""
+    for rule in getattr(router, "rules", ()):
+        target = rule.target
+        if isinstance(target, type) and issubclass(target, RequestHandler):
+            yield rule
+        elif isinstance(target, Router):
+            yield from iter_rules(target)
+
+
+def app_rules(app: Application) -> Iterator[Rule]:
+    """Handler rules of both of the application's routers."""
+    yield from iter_rules(app.default_router)
+    yield from iter_rules(app.wildcard_router)
+
+
+def path_pattern(rule: Rule) -> str | None:
+    """The rule's path regex without anchors, or None if it does not match on the path."""
+    if not isinstance(rule.matcher, PathMatches):
+        return None
+    pattern = rule.matcher.regex.pattern
+    return pattern.removeprefix("^").removesuffix("$")
+
+
+def prefix_paths(base_url: str, prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The absolute path each prefix covers, e.g. ``/user/a/rucio-jupyterlab/``."""
+    base = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+    return tuple(base + prefix.strip("/") + "/" for prefix in prefixes)
+
+
+def route_label(pattern: str, base_url: str) -> str:
+    """The route template relative to ``base_url``, starting with ``/``.
+
+    >>> route_label("/user/alice/rucio-jupyterlab/did/make-available", "/user/alice/")
+    '/rucio-jupyterlab/did/make-available'
+    """
+    base = "/" + base_url.strip("/") if base_url.strip("/") else ""
+    return pattern[len(base):] if base and pattern.startswith(base + "/") else pattern
+
+
+def rules_under(app: Application, base_url: str, prefixes: Iterable[str]) -> Iterator[tuple[Rule, str]]:
+    """Each handler rule under one of ``prefixes``, with its route label."""
+    paths = prefix_paths(base_url, prefixes)
+    for rule in app_rules(app):
+        pattern = path_pattern(rule)
+        if pattern is not None and pattern.startswith(paths):
+            yield rule, route_label(pattern, base_url)

@@ -1,0 +1,164 @@
+"""A real Jupyter server in a child process, on loopback, with a token.
+
+Test equipment (also used by the demo): it gives the server a temporary HOME
+(rucio-jupyterlab keeps its cache database there) and config folder, and
+enables rucio-jupyterlab and rucio_metrics there.
+
+    with JupyterServerProcess(base_url="/user/alice/") as server:
+        server.request("GET", "rucio-jupyterlab/instances")
+        print(server.metrics_text())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "rucio-metrics-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unreachable_rucio_instance(name: str = "atlas") -> dict[str, Any]:
+    """A Rucio instance config whose server does not exist (nothing listens on port 9)."""
+    return {
+        "name": name,
+        "display_name": name.upper(),
+        "rucio_base_url": "http://127.0.0.1:9",
+        "rucio_auth_url": "http://127.0.0.1:9",
+        "mode": "replica",
+        "destination_rse": "SITE_DISK",
+        "rse_mount_path": "/eos/rucio",
+    }
+
+
+class JupyterServerProcess:
+    """``jupyter server`` with rucio-jupyterlab and rucio_metrics; stopped on exit."""
+
+    def __init__(
+        self,
+        base_url: str = "/",
+        rucio_instances: list[dict[str, Any]] | None = None,
+        extra_config: dict[str, Any] | None = None,
+        extensions: dict[str, bool] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="rucio-metrics-server-"))
+        self.log_path = self.root / "server.log"
+        config: dict[str, Any] = {
+            "ServerApp": {
+                "jpserver_extensions": {"rucio_jupyterlab.server": True, "rucio_metrics": True, **(extensions or {})},
+            },
+            "RucioConfig": {"instances": rucio_instances if rucio_instances is not None else []},
+        }
+        for section, values in (extra_config or {}).items():
+            config.setdefault(section, {}).update(values)
+        self.config = config
+        self.args = args or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {TOKEN}"
+
+    def __enter__(self) -> JupyterServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        home = self.root / "home"
+        config_dir = self.root / "config"
+        for d in (home, config_dir, self.root / "notebooks"):
+            d.mkdir(exist_ok=True)
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=2))
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "JUPYTER_CONFIG_DIR": str(config_dir),
+            "JUPYTER_DATA_DIR": str(self.root / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
+            # The checkout under test, not whatever copy is installed.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        command = [
+            sys.executable, "-m", "jupyter_server",
+            "--allow-root", "--no-browser",
+            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+            f"--ServerApp.base_url={self.base_url}", f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={self.root / 'notebooks'}",
+            *self.args,
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter server exited early:\n{self.log()}")
+            try:
+                if self.session.get(self.url("api/status"), timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"jupyter server did not answer within 60 s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.session.close()
+        shutil.rmtree(self.root / "home", ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A request with the token, to ``path`` relative to base_url."""
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url(path), **kwargs)
+
+    def metrics_text(self, **kwargs: Any) -> str:
+        response = self.request("GET", "metrics", **kwargs)
+        response.raise_for_status()
+        return response.text
+
+    def samples(self, prefix: str = "rucio_jupyterlab_") -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample whose name starts with ``prefix``, keyed by (name, labels)."""
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(self.metrics_text())
+            for s in family.samples
+            if s.name.startswith(prefix)
+        }
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    """The value of one sample from ``JupyterServerProcess.samples``, or None."""
+    return samples.get((name, frozenset(labels.items())))
