@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
-from .metrics import MethodMetrics, Metrics, RouteMetrics, method_label
+from .metrics import MethodMetrics, Metrics, RouteMetrics
 from .routes import rules_under
 
 log = logging.getLogger("rucio_metrics")
@@ -45,10 +45,11 @@ class InstrumentedHandler(RequestHandler):
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
         # request_time() counts from when the headers were parsed, on the wall
         # clock; move that start onto the monotonic clock once, here.
-        start = time.perf_counter() - max(0.0, request.request_time())
+        elapsed = request.request_time()
+        start = time.perf_counter() - (elapsed if elapsed > 0.0 else 0.0)
         super().__init__(application, request, **kwargs)
         try:
-            call = self._rucio_metrics_route.method(method_label(request.method))
+            call = self._rucio_metrics_route.method(request.method)
             call.started()
         except Exception:
             report_failure("start")
@@ -60,7 +61,14 @@ class InstrumentedHandler(RequestHandler):
         try:
             super().on_finish()
         finally:
-            self._rucio_metrics_end(str(self.get_status()))
+            # _rucio_metrics_end, inlined: this runs once per request.
+            call = self._rucio_metrics_call
+            if call is not None:
+                self._rucio_metrics_call = None
+                try:
+                    call.finished(str(self.get_status()), time.perf_counter() - self._rucio_metrics_start)
+                except Exception:
+                    report_failure("finish")
 
     def on_connection_close(self) -> None:
         try:
@@ -77,7 +85,7 @@ class InstrumentedHandler(RequestHandler):
         finally:
             if typ is not None and not isinstance(value, HTTPError):
                 try:
-                    self._rucio_metrics_route.method(method_label(self.request.method)).raised(typ.__name__)
+                    self._rucio_metrics_route.method(self.request.method).raised(typ.__name__)
                 except Exception:
                     report_failure("exception")
 
@@ -87,7 +95,9 @@ class InstrumentedHandler(RequestHandler):
             return
         self._rucio_metrics_call = None
         try:
-            call.finished(status_code, max(0.0, time.perf_counter() - self._rucio_metrics_start))
+            # Both ends are on the monotonic clock and start is never later
+            # than __init__, so the difference cannot be negative.
+            call.finished(status_code, time.perf_counter() - self._rucio_metrics_start)
         except Exception:
             report_failure("finish")
 

@@ -41,24 +41,32 @@ def method_label(method: str | None) -> str:
 
 
 class MethodMetrics:
-    """Children of one (handler, method) pair, so a request costs no ``labels()`` call."""
+    """Children of one (handler, method) pair, so a request costs no ``labels()`` call.
 
-    __slots__ = ("_by_exception", "_by_status", "_handler", "_method", "_metrics", "duration", "in_progress")
+    Requests in progress are a plain count, read by the gauge when it is
+    scraped (``Gauge.set_function``): a request then pays no gauge ``inc()``
+    and ``dec()`` with their locks. It is changed only by Tornado handlers,
+    which all run on the server's one IOLoop thread.
+    """
+
+    __slots__ = ("_by_exception", "_by_status", "_handler", "_method", "_metrics", "active", "duration", "in_progress")
 
     def __init__(self, metrics: Metrics, handler: str, method: str) -> None:
         self._metrics = metrics
         self._handler = handler
         self._method = method
+        self.active = 0
         self.in_progress = metrics.in_progress.labels(handler, method)
+        self.in_progress.set_function(lambda: self.active)
         self.duration = metrics.duration.labels(handler, method)
         self._by_status: dict[str, Counter] = {}
         self._by_exception: dict[str, Counter] = {}
 
     def started(self) -> None:
-        self.in_progress.inc()
+        self.active += 1
 
     def finished(self, status_code: str, seconds: float) -> None:
-        self.in_progress.dec()
+        self.active -= 1
         child = self._by_status.get(status_code)
         if child is None:
             child = self._by_status.setdefault(
@@ -85,18 +93,25 @@ class RouteMetrics:
         self._methods: dict[str, MethodMetrics] = {}
         self._lock = threading.Lock()
 
-    def method(self, method: str) -> MethodMetrics:
-        """Children for ``method``, which must already be a label value (see ``method_label``)."""
-        children = self._methods.get(method)
+    def method(self, method: str | None) -> MethodMetrics:
+        """Children for the verb ``method`` as the client sent it (see ``method_label``)."""
+        # The cache is keyed by label value, and a known verb is its own label:
+        # one dict lookup on the hot path; an unknown verb is never a key.
+        children = self._methods.get(method or "")
         if children is None:
+            label = method_label(method)
             with self._lock:
-                children = self._methods.setdefault(method, MethodMetrics(self._metrics, self.handler, method))
+                children = self._methods.get(label)
+                if children is None:
+                    # Created at most once per label: a second MethodMetrics
+                    # would take over the in-progress gauge's function.
+                    children = self._methods[label] = MethodMetrics(self._metrics, self.handler, label)
         return children
 
     def precreate(self, methods: Iterable[str]) -> None:
         """Create the duration and in-progress series at zero for ``methods``."""
         for method in methods:
-            self.method(method_label(method))
+            self.method(method)
 
 
 class Metrics:
