@@ -133,4 +133,4 @@ def test_routes_added_by_an_extension_loading_later_are_instrumented():
         samples = server.samples()
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/test/late", method="GET", status_code="200") == 1
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/test/slow", method="GET", status_code="200") == 1
-    assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 18
+    assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 19
