@@ -39,16 +39,15 @@ TARGETS = [
 ]
 ACTIVE_INSTANCE = {"instance": "atlas", "auth": "userpass"}
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
-# The memory load: 200, 400 and 401 from prepare() (GET and POST), and routes
-# that do not exist. "{i}" becomes the request number, so no two URLs are the
-# same: series must not follow URLs. (The async route is left out: a call to
-# the stand-in Rucio costs several times the others, and its instrumentation
-# is the same code.)
+# The memory load: 200, 400 from prepare() (GET and POST), and routes that do
+# not exist. "{i}" becomes the request number, so no two URLs are the same:
+# series must not follow URLs. The routes that query rucio-jupyterlab's
+# database or call Rucio are left out: they cost several times the others,
+# and their instrumentation is the same code.
 MIXED = [
     ("GET", "rucio-jupyterlab/instances?r={i}"),
     ("GET", "rucio-jupyterlab/file-browser?r={i}"),
     ("POST", "rucio-jupyterlab/purge-cache?r={i}"),
-    ("GET", "rucio-jupyterlab/upload/jobs?namespace=nobody&r={i}"),
     ("GET", "rucio-jupyterlab/no-such-route-{i}"),
 ]
 CONNECTIONS = 8
@@ -101,6 +100,7 @@ class ThroughputResult:
     p99_ms: float
     cpu_ms_per_request: float
     ratio: float = 1.0  # median over rounds of this server's rps / the without-server's, same round
+    ratio_iqr: tuple[float, float] = (1.0, 1.0)  # quartiles of those ratios: the noise
     cpu_ratio: float = 1.0
 
 
@@ -176,6 +176,13 @@ def wrk(script: Path, server: JupyterServerProcess, path: str, seconds: float) -
     return result
 
 
+def quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3
+
+
 def scrape_series(server: JupyterServerProcess) -> tuple[int, int]:
     """(all sample lines, rucio_metrics' sample lines) on the server's /metrics."""
     lines = [line for line in server.metrics_text().splitlines() if line and not line.startswith("#")]
@@ -226,6 +233,7 @@ def throughput(
         base = runs[(target, WITHOUT)]
         for name in order:
             own = runs[(target, name)]
+            ratios = [r.rps / b.rps for r, b in zip(own, base)]
             results.append(ThroughputResult(
                 target=target,
                 server=name,
@@ -233,7 +241,8 @@ def throughput(
                 p50_ms=statistics.median(r.p50_ms for r in own),
                 p99_ms=statistics.median(r.p99_ms for r in own),
                 cpu_ms_per_request=statistics.median(r.cpu_ms_per_request for r in own),
-                ratio=statistics.median(r.rps / b.rps for r, b in zip(own, base)),
+                ratio=statistics.median(ratios),
+                ratio_iqr=quartiles(ratios),
                 cpu_ratio=statistics.median(r.cpu_ms_per_request / b.cpu_ms_per_request for r, b in zip(own, base)),
             ))
     return results
@@ -298,7 +307,7 @@ def _mixed_load(script: Path, found: dict[str, JupyterServerProcess], seconds: d
     return results
 
 
-def run(rounds: int = 6, seconds: float = 4, memory_requests: int = 100_000, steps: int = 4) -> EndToEndResult:
+def run(rounds: int = 40, seconds: float = 1, memory_requests: int = 100_000, steps: int = 4) -> EndToEndResult:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run benchmarks/run, which installs it (apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="rucio-metrics-bench-"))

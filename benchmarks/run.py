@@ -43,7 +43,7 @@ class Settings:
     memory_steps: int
 
 
-FULL = Settings(30, 1000, 500, 200, 8, 3, 100_000, 4)
+FULL = Settings(30, 1000, 500, 200, 40, 1, 100_000, 4)
 QUICK = Settings(5, 200, 100, 20, 2, 1, 4_000, 2)
 
 
@@ -71,7 +71,7 @@ def machine() -> str:
     )
     return (
         f"{os.cpu_count()} x {model}, Linux {platform.release()}, Python {platform.python_version()}; {packages}; "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"load average at the start {os.getloadavg()[0]:.1f}"
     )
 
 
@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         ])
     sections.append(scrape_section(scrapes, server_scrapes))
     sections.append("### Targets\n\n" + table(["target", "measured", "holds"], targets))
-    sections.append(f"Run time: {time.monotonic() - started:.0f} s.")
+    sections.append(
+        f"Run time: {time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f} "
+        f"(other processes on the machine add noise to the end-to-end numbers)."
+    )
     print("\n\n".join(sections))
     return 0
 
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 def end_to_end_section(e2e: EndToEndResult, settings: Settings) -> str:
     rows = [
         [t.target, t.server, f"{t.rps:.0f}", f"{t.p50_ms:.1f}", f"{t.p99_ms:.1f}", f"{t.cpu_ms_per_request:.2f}",
-         f"{t.ratio:.1%}", f"{t.cpu_ratio:.1%}"]
+         f"{t.ratio:.1%} ({t.ratio_iqr[0]:.0%}-{t.ratio_iqr[1]:.0%})", f"{t.cpu_ratio:.1%}"]
         for t in e2e.throughput
     ]
     memory_rows = [
@@ -196,10 +199,10 @@ def end_to_end_section(e2e: EndToEndResult, settings: Settings) -> str:
         f"{e2e.seconds_per_run:g} s per route and server; medians. Ratios are with / without in the same round: "
         f"throughput, and the server's own CPU per request (from /proc), which does not depend on how much CPU the "
         f"server got.\n\n"
-        + table(["route", "server", "req/s", "p50 ms", "p99 ms", "server CPU ms/request", "req/s ratio",
+        + table(["route", "server", "req/s", "p50 ms", "p99 ms", "server CPU ms/request", "req/s ratio (IQR)",
                  "CPU/request ratio"], rows)
-        + f"\n\n### Memory\n\nBoth servers at once under a mixed load (200, 400 and 401 from `prepare()`, GET and "
-        f"POST, unknown routes; every URL different), resident memory (VmRSS) after a warm-up and after each of "
+        + f"\n\n### Memory\n\nBoth servers at once under a mixed load (200, 400 from `prepare()`, GET and POST, "
+        f"unknown routes; every URL different), resident memory (VmRSS) after a warm-up and after each of "
         f"{settings.memory_steps} steps.\n\n"
         + table(["server", "RSS after warm-up MiB", "RSS after each step MiB", "growth MiB", "requests",
                  "series on /metrics", "rucio_metrics series"], memory_rows)
