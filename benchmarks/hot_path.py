@@ -15,6 +15,7 @@ not vary from run to run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import statistics
 import sys
@@ -191,6 +192,31 @@ async def calls_per_request(app: Application, requests: int) -> float:
     return calls / requests
 
 
+async def calls_by_function(app: Application, requests: int = 10) -> collections.Counter[str]:
+    """Which functions a request calls, ``module:function`` -> calls per request: the profile."""
+    calls: collections.Counter[str] = collections.Counter()
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls[f"{frame.f_globals.get('__name__')}:{frame.f_code.co_qualname}"] += 1
+        elif event == "c_call":
+            calls[f"(C) {getattr(arg, '__qualname__', arg)}"] += 1
+
+    await serve(app, CHUNK)  # warm
+    sys.setprofile(count)
+    try:
+        await serve(app, requests)
+    finally:
+        sys.setprofile(None)
+    return collections.Counter({name: n // requests for name, n in calls.items()})
+
+
+async def added_calls_by_function(name: str) -> collections.Counter[str]:
+    """The calls variant ``name`` makes per request on top of plain Tornado."""
+    apps = variants()
+    return await calls_by_function(apps[name]) - await calls_by_function(apps["plain"])
+
+
 @dataclass
 class HotPathResult:
     name: str
@@ -232,5 +258,9 @@ def run(rounds: int = 30, requests: int = 1000, profiled_requests: int = 500) ->
 
 
 if __name__ == "__main__":
-    for result in run():
-        print(result)
+    # The profile: what each instrumented variant calls per request, beyond plain Tornado.
+    for variant in list(variants())[1:]:
+        added = asyncio.run(added_calls_by_function(variant))
+        print(f"{variant}: {sum(added.values())} calls per request on top of plain")
+        for function, n in sorted(added.items(), key=lambda item: (-item[1], item[0])):
+            print(f"  {n:3}  {function}")
