@@ -41,6 +41,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.web
+from requests import certs
 
 USERNAME = "alice"
 PASSWORD = "wonderland"
@@ -410,7 +411,13 @@ class RucioStandIn:
     # -- configuration -------------------------------------------------------
 
     def instance_config(self, name: str, mode: str = "replica", **extra: Any) -> dict[str, Any]:
-        """An entry for ``c.RucioConfig.instances`` whose Rucio server is this stand-in."""
+        """An entry for ``c.RucioConfig.instances`` whose Rucio server is this stand-in.
+
+        rucio-jupyterlab's schema wants a CA bundle in download mode; over
+        plain HTTP it is never used, so the one ``requests`` ships will do.
+        """
+        if mode == "download":
+            extra.setdefault("rucio_ca_cert", certs.where())
         return {
             "name": name,
             "display_name": name.upper(),
