@@ -29,8 +29,10 @@ method name, and how it ended:
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -314,6 +316,13 @@ def load_outbound(
     changed shape, logs one warning naming what could not be instrumented;
     whatever could be is measured, and the inbound metrics are untouched.
     """
+    # jupyter_server imports every enabled extension before loading any, so an
+    # enabled Rucio extension is imported by now. If it is installed but not
+    # imported, it is not enabled: importing it here would only create its
+    # cache folder in HOME.
+    if sys.modules.get("rucio_jupyterlab") is None and importlib.util.find_spec("rucio_jupyterlab") is not None:
+        server_log.info("rucio_metrics: rucio-jupyterlab is not loaded in this server: no calls to Rucio to measure")
+        return None
     try:
         from rucio_jupyterlab.rucio.rucio import RucioAPI
     except Exception as e:

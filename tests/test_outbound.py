@@ -7,6 +7,7 @@ other.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import threading
@@ -63,10 +64,16 @@ def api_class(rucio_api_class: type, rucio: RucioStandIn, registry: CollectorReg
     """A fresh subclass of RucioAPI, instrumented on ``registry``; no cached tokens."""
     rucio.reset()
     rucio_api_class.clear_auth_token_cache()  # type: ignore[attr-defined]
-    subclass = type("RucioAPI", (rucio_api_class,), {})
+    subclass = plain_subclass(rucio_api_class)
     wrapped, missing = instrument_rucio_api(subclass, OutboundMetrics.on(registry))
     assert (wrapped, missing) == (list(OPERATIONS), [])
     return subclass
+
+
+def plain_subclass(rucio_api_class: type) -> type:
+    """A subclass with RucioAPI's own methods, even if another test instrumented RucioAPI itself."""
+    originals = {op: inspect.unwrap(inspect.getattr_static(rucio_api_class, op)) for op in OPERATIONS}
+    return type("RucioAPI", (rucio_api_class,), originals)
 
 
 def client(api_class: type, rucio: RucioStandIn, instance: str = "atlas", password: str = PASSWORD) -> Any:
@@ -97,6 +104,7 @@ class _Log(logging.Handler):
         self.logger.addHandler(self)
         if logger is None:
             self.logger.propagate = False
+            self.logger.setLevel(logging.DEBUG)
 
     def close(self) -> None:
         self.logger.removeHandler(self)
@@ -278,9 +286,9 @@ def test_return_values_and_exceptions_are_untouched(
         errors.append(info.value)
     assert type(errors[0]) is type(errors[1]) and errors[0].args == errors[1].args
     assert errors[0].__traceback__ is not None
-    method = api_class.get_rules
-    assert method.__name__ == "get_rules" and method.__wrapped__ is rucio_api_class.get_rules  # type: ignore[attr-defined]
-    assert method.__doc__ == rucio_api_class.get_rules.__doc__
+    method, original = api_class.get_rules, inspect.unwrap(rucio_api_class.get_rules)
+    assert method.__name__ == "get_rules" and method.__wrapped__ is original  # type: ignore[attr-defined]
+    assert method.__doc__ == original.__doc__ and method.__qualname__ == original.__qualname__
 
 
 def test_instrumenting_twice_never_double_counts(
@@ -399,18 +407,33 @@ def test_configured_instances() -> None:
 def test_missing_rucio_jupyterlab_gives_one_warning(
     monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
 ) -> None:
-    monkeypatch.setitem(sys.modules, "rucio_jupyterlab.rucio.rucio", None)  # import fails
+    for module in ("rucio_jupyterlab", "rucio_jupyterlab.rucio", "rucio_jupyterlab.rucio.rucio"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     log = _Log()
     assert load_outbound(registry, "summary", [1.0], {}, log.logger) is None
-    assert log.warnings() == [
+    assert [(r.levelname, r.getMessage()) for r in log.records] == [(
+        "WARNING",
         "rucio_metrics: calls to Rucio are not measured: cannot import rucio_jupyterlab.rucio.rucio.RucioAPI "
-        "(ModuleNotFoundError: import of rucio_jupyterlab.rucio.rucio halted; None in sys.modules)"
-    ]
+        "(ModuleNotFoundError: import of rucio_jupyterlab.rucio.rucio halted; None in sys.modules)",
+    )]
     assert registry.get_sample_value(DURATION + "_count", {"instance": "atlas", "operation": "get_scopes"}) is None
 
 
+def test_rucio_jupyterlab_not_loaded_is_not_imported(
+    rucio_api_class: type, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+) -> None:
+    # Installed but not enabled: nothing to measure, and importing it would create its cache folder in HOME.
+    monkeypatch.delitem(sys.modules, "rucio_jupyterlab")
+    log = _Log()
+    assert load_outbound(registry, "summary", [1.0], {}, log.logger) is None
+    assert "rucio_jupyterlab" not in sys.modules
+    assert [(r.levelname, r.getMessage()) for r in log.records] == [
+        ("INFO", "rucio_metrics: rucio-jupyterlab is not loaded in this server: no calls to Rucio to measure")
+    ]
+
+
 def test_changed_api_shape_gives_one_warning_and_measures_the_rest(
-    monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+    rucio_api_class: type, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
 ) -> None:
     class RucioAPI:  # get_scopes became a property, get_rule_details is gone
         instance_config: ClassVar[dict[str, str]] = {"name": "atlas"}
@@ -425,6 +448,7 @@ def test_changed_api_shape_gives_one_warning_and_measures_the_rest(
     log = _Log()
     config = {"RucioConfig": {"instances": [{"name": "atlas"}]}}
     assert load_outbound(registry, "summary", [1.0], config, log.logger) is not None
+    assert [r.levelname for r in log.records] == ["WARNING"]
     assert log.warnings() == [
         "rucio_metrics: rucio_jupyterlab.rucio.rucio.RucioAPI has changed shape: get_scopes, get_rule_details "
         "not found, so not measured; measuring get_rses, search_did, get_metadata, get_files, get_parents, "
@@ -446,7 +470,7 @@ def test_changed_api_shape_gives_one_warning_and_measures_the_rest(
 
 def test_threads_see_one_wrapper(rucio_api_class: type, registry: CollectorRegistry) -> None:
     # Instrumenting from many threads at once still wraps each method once.
-    subclass = type("RucioAPI", (rucio_api_class,), {})
+    subclass = plain_subclass(rucio_api_class)
     results: list[tuple[list[str], list[str]]] = []
     barrier = threading.Barrier(8)
 
@@ -460,4 +484,4 @@ def test_threads_see_one_wrapper(rucio_api_class: type, registry: CollectorRegis
     for t in threads:
         t.join()
     assert sorted(len(wrapped) for wrapped, _ in results) == [0] * 7 + [len(OPERATIONS)]
-    assert subclass.get_scopes.__wrapped__ is rucio_api_class.get_scopes  # type: ignore[attr-defined]
+    assert subclass.get_scopes.__wrapped__ is inspect.unwrap(rucio_api_class.get_scopes)  # type: ignore[attr-defined]
