@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import subprocess
 import sys
 import threading
 import types
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from rucio_metrics import outbound
 from rucio_metrics.outbound import (
@@ -485,3 +486,16 @@ def test_threads_see_one_wrapper(rucio_api_class: type, registry: CollectorRegis
         t.join()
     assert sorted(len(wrapped) for wrapped, _ in results) == [0] * 7 + [len(OPERATIONS)]
     assert subclass.get_scopes.__wrapped__ is inspect.unwrap(rucio_api_class.get_scopes)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("latency_metric", ["summary", "histogram"])
+def test_promtool_accepts_the_families(latency_metric: str) -> None:
+    # Naming, HELP and types as Prometheus' own linter wants them.
+    registry = CollectorRegistry()
+    metrics = OutboundMetrics.on(registry, latency_metric)
+    metrics.precreate(["atlas"])
+    metrics.operation("atlas", "get_scopes").observe("2xx", 0.1)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=generate_latest(registry), capture_output=True, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
