@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rucio_metrics import outbound
 from rucio_metrics.outbound import (
     OPERATIONS,
+    OUTCOMES,
     OutboundMetrics,
     configured_instances,
     instance_label,
@@ -32,6 +34,7 @@ from rucio_metrics.outbound import (
     load_outbound,
     outcome_of,
 )
+from tests.jupyter_server_process import REPO
 from tests.rucio_standin import ACCOUNT, PASSWORD, RULES, USERNAME, RucioStandIn
 
 REQUESTS = "rucio_jupyterlab_rucio_requests_total"
@@ -53,11 +56,6 @@ def rucio_api_class(tmp_path_factory: pytest.TempPathFactory) -> type:
 def rucio() -> Iterator[RucioStandIn]:
     with RucioStandIn() as standin:
         yield standin
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
 
 
 @pytest.fixture
@@ -499,3 +497,20 @@ def test_promtool_accepts_the_families(latency_metric: str) -> None:
         ["promtool", "check", "metrics"], input=generate_latest(registry), capture_output=True, check=False
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def test_the_readme_describes_these_families_labels_and_values(registry: CollectorRegistry) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Outbound metrics (calls to the Rucio server)\n", 1)[1].split("\n## ", 1)[0]
+    metrics = OutboundMetrics.on(registry)
+    families = [(m.name, m.type, list(family._labelnames)) for family in (metrics.requests, metrics.duration)
+                for m in family.collect()]
+    rows = re.findall(r"^\| `(rucio_jupyterlab_rucio_\w+)` \| (\w+).*? \| (.+?) \|", section, re.M)
+    assert [(name.removesuffix("_total"), kind, re.findall(r"`(\w+)`", labels)) for name, kind, labels in rows] == (
+        families
+    )
+    outcome_rows = re.findall(r"^  \| (`\w+`(?:, `\w+`)*) \|", section, re.M)
+    assert [value for row in outcome_rows for value in re.findall(r"`(\w+)`", row)] == list(OUTCOMES)
+    operations = section.split("- `operation` is the `RucioAPI` method:", 1)[1].split("\n- ", 1)[0]
+    assert tuple(re.findall(r"`(\w+)`", operations)) == OPERATIONS
+    assert "c.RucioMetrics.outbound_enabled = False" in section
