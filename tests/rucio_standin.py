@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -103,12 +103,11 @@ class _State:
     token_lifetime: int = 3600
 
 
-class RucioError(Exception):
-    """An error answer the way Rucio sends it."""
+class RucioError(tornado.web.HTTPError):
+    """An error answer the way Rucio sends it: a status, and the exception in headers and body."""
 
     def __init__(self, status: int, exception_class: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status)
         self.exception_class = exception_class
         self.message = message
 
@@ -145,16 +144,6 @@ class _RucioHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"ExceptionClass": exception_class, "ExceptionMessage": message}))
 
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(error, RucioError):
-            status_code = error.status
-        super().send_error(status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if not isinstance(value, RucioError):  # injected and modelled errors are not bugs
-            super().log_exception(typ, value, tb)
-
     def require_token(self) -> None:
         if self.request.headers.get("X-Rucio-Auth-Token") not in self.state.tokens:
             raise RucioError(401, "CannotAuthenticate", "Cannot authenticate with given credentials")
@@ -164,7 +153,7 @@ class _RucioHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(value))
 
-    def write_lines(self, values: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> None:
+    def write_lines(self, values: Iterable[dict[str, Any]]) -> None:
         self.set_header("Content-Type", "application/x-json-stream")
         self.finish("".join(json.dumps(v) + "\n" for v in values))
 

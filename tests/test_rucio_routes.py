@@ -25,6 +25,7 @@ import jwt
 import pytest
 import requests
 
+from rucio_metrics.outbound import OPERATIONS
 from tests.jupyter_server_process import JupyterServerProcess
 from tests.rucio_standin import RULES, RucioStandIn, userpass_credentials
 
@@ -145,6 +146,16 @@ def rj(server: JupyterServerProcess, rucio: RucioStandIn) -> Session:
 
 
 # -- every route on a success path -----------------------------------------------------------------
+
+
+def test_outbound_series_of_configured_instances_exist_from_start(rj: Session) -> None:
+    counts = {
+        (dict(labels)["instance"], dict(labels)["operation"]) for name, labels in rj.before
+        if name == RUCIO + "request_duration_seconds_count"
+    }
+    assert counts == {(instance, operation) for instance in ("atlas", "cms") for operation in OPERATIONS}
+    # No route calls get_rule_details, yet its series is there, at zero.
+    assert rj.before[key(RUCIO + "request_duration_seconds_count", instance="cms", operation="get_rule_details")] == 0
 
 
 def test_instances(rj: Session) -> None:
