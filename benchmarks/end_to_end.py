@@ -27,18 +27,21 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rucio_metrics.metrics import HTTP_PREFIX
+from rucio_metrics.outbound import OUTBOUND_PREFIX
 from tests.jupyter_server_process import TOKEN, JupyterServerProcess
-
-from .fake_rucio import FakeRucio
+from tests.rucio_standin import RucioStandIn, userpass_credentials
 
 WITHOUT, WITH = "without rucio_metrics", "with rucio_metrics"
+# rucio_metrics' own series; rucio-jupyterlab's rucio_jupyterlab_requests_total is not one of them.
+OURS = (HTTP_PREFIX, OUTBOUND_PREFIX)
 # (label, path relative to base_url)
 TARGETS = [
     ("GET /rucio-jupyterlab/instances (sync)", "rucio-jupyterlab/instances"),
     ("GET /rucio-jupyterlab/list-scopes (async)", "rucio-jupyterlab/list-scopes?namespace=atlas"),
 ]
 ACTIVE_INSTANCE = {"instance": "atlas", "auth": "userpass"}
-CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
+CREDENTIALS = userpass_credentials("atlas")
 # The memory load: 200, 400 from prepare() (GET and POST), and routes that do
 # not exist. "{i}" becomes the request number, so no two URLs are the same:
 # series must not follow URLs. The routes that query rucio-jupyterlab's
@@ -186,7 +189,7 @@ def quartiles(values: list[float]) -> tuple[float, float]:
 def scrape_series(server: JupyterServerProcess) -> tuple[int, int]:
     """(all sample lines, rucio_metrics' sample lines) on the server's /metrics."""
     lines = [line for line in server.metrics_text().splitlines() if line and not line.startswith("#")]
-    return len(lines), sum(1 for line in lines if line.startswith("rucio_jupyterlab_http_"))
+    return len(lines), sum(1 for line in lines if line.startswith(OURS))
 
 
 def _check(server: JupyterServerProcess, instrumented: bool) -> None:
@@ -203,11 +206,12 @@ def _check(server: JupyterServerProcess, instrumented: bool) -> None:
 
 
 @contextmanager
-def servers(rucio: FakeRucio) -> Iterator[dict[str, JupyterServerProcess]]:
+def servers(rucio: RucioStandIn) -> Iterator[dict[str, JupyterServerProcess]]:
     with ExitStack() as stack:
         found = {}
+        instances = [rucio.instance_config("atlas")]
         for name, enabled in ((WITHOUT, False), (WITH, True)):
-            server = JupyterServerProcess(rucio_instances=[rucio.instance()], extensions={"rucio_metrics": enabled})
+            server = JupyterServerProcess(rucio_instances=instances, extensions={"rucio_metrics": enabled})
             found[name] = stack.enter_context(server)
             _check(server, enabled)
         yield found
@@ -312,7 +316,7 @@ def run(rounds: int = 40, seconds: float = 1, memory_requests: int = 100_000, st
         raise RuntimeError("wrk is not installed: run benchmarks/run, which installs it (apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="rucio-metrics-bench-"))
     try:
-        with FakeRucio() as rucio, servers(rucio) as found:
+        with RucioStandIn() as rucio, servers(rucio) as found:
             results = throughput(workdir, found, rounds, seconds)
             scrapes = scrape_cost(found, 20)
             mem = memory(workdir, found, memory_requests, steps)
