@@ -44,9 +44,8 @@ ACTIVE_INSTANCE = {"instance": "atlas", "auth": "userpass"}
 CREDENTIALS = userpass_credentials("atlas")
 # The memory load: 200, 400 from prepare() (GET and POST), and routes that do
 # not exist. "{i}" becomes the request number, so no two URLs are the same:
-# series must not follow URLs. The routes that query rucio-jupyterlab's
-# database or call Rucio are left out: they cost several times the others,
-# and their instrumentation is the same code.
+# series must not follow URLs. Routes that call Rucio are left out: they cost
+# several times the others, and their instrumentation is the same code.
 MIXED = [
     ("GET", "rucio-jupyterlab/instances?r={i}"),
     ("GET", "rucio-jupyterlab/file-browser?r={i}"),
