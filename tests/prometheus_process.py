@@ -1,69 +1,30 @@
-"""A real Prometheus in a child process, on loopback, and the shipped deploy/ files.
+"""A real Prometheus in a child process, on loopback, with temporary storage.
 
 Test equipment (also used by the demo): Debian's ``prometheus`` binary on a
-random 127.0.0.1 port with its storage in a temporary folder, scraping and
-evaluating rules every second. It is given a configuration made from one of
-the shipped ``deploy/prometheus/*.yml`` files (see ``deploy_config``), so the
-tests exercise what operators install.
+random 127.0.0.1 port, its storage in a temporary folder, stopped on exit.
+Give it a configuration made from a shipped file (``deploy_files.deploy_config``)
+so the tests run what operators install.
 
-    config = deploy_config("jupyter-server.yml", targets=[...], credentials_file=token_file)
-    with PrometheusProcess(config) as prometheus:
+    with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, targets)) as prometheus:
         prometheus.wait_for_scrapes_after(time.time())
-        prometheus.query('sum by (handler) (rucio_jupyterlab_http_requests_total)')
+        prometheus.values("sum by (handler) (rucio_jupyterlab_http_requests_total)", "handler")
 """
 
 from __future__ import annotations
 
-import copy
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
-from .jupyter_server_process import REPO, free_port
-
-DEPLOY = REPO / "deploy"
-PROMETHEUS_DIR = DEPLOY / "prometheus"
-RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
-DASHBOARD = DEPLOY / "grafana" / "rucio-jupyterlab.json"
-INTERVAL = "1s"
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
-
-
-def deploy_config(
-    name: str,
-    credentials_file: Path,
-    static_targets: list[dict[str, Any]] | None = None,
-    file_sd: Path | None = None,
-) -> dict[str, Any]:
-    """The shipped ``deploy/prometheus/<name>`` made runnable here.
-
-    Only what is specific to a machine changes: scrape and rule evaluation
-    every second, the rule files by absolute path, the token file, and the
-    targets (``static_targets`` replace ``static_configs``; ``file_sd``
-    replaces the files of ``file_sd_configs``). Job names, paths, auth and
-    relabelling stay as shipped.
-    """
-    config = copy.deepcopy(load_yaml(PROMETHEUS_DIR / name))
-    config.setdefault("global", {}).update(scrape_interval=INTERVAL, evaluation_interval=INTERVAL)
-    config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config.get("rule_files", [])]
-    for job in config["scrape_configs"]:
-        job["scrape_interval"] = INTERVAL
-        job["authorization"]["credentials_file"] = str(credentials_file)
-        if static_targets is not None and "static_configs" in job:
-            job["static_configs"] = static_targets
-        if file_sd is not None:
-            for sd in job.get("file_sd_configs", []):
-                sd["files"] = [str(file_sd)]
-    return config
+from .jupyter_server_process import free_port
 
 
 class PrometheusError(Exception):
@@ -196,11 +157,9 @@ def _scraped_after(target: dict[str, Any], since: float) -> bool:
 
 
 def _timestamp(rfc3339: str) -> float:
-    """Prometheus' RFC 3339 time (nanoseconds, 'Z') as a Unix time."""
-    from datetime import datetime
-
-    if rfc3339.startswith("0001-"):
+    """Prometheus' RFC 3339 time (nanosecond fraction, "Z" or an offset) as a Unix time; 0 for "never"."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", rfc3339)
+    if not match or match.group(1).startswith("0001-"):
         return 0.0
-    head, _, fraction = rfc3339.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(head + "+00:00").timestamp()
-    return seconds + float("0." + fraction) if fraction else seconds
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + zone).timestamp() + float(match.group(2) or 0)
