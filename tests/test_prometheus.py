@@ -10,6 +10,7 @@ after each, and then reads everything back through Prometheus' HTTP API.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -111,8 +112,11 @@ def start_all(servers: list[JupyterServerProcess]) -> None:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     servers = {
         "alice": JupyterServerProcess(base_url="/user/alice/", rucio_instances=[unreachable_rucio_instance()]),
-        "bob": JupyterServerProcess(base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}}),
-        "norucio": JupyterServerProcess(base_url="/user/norucio/", extensions={"rucio_jupyterlab.server": False}),
+        "bob": JupyterServerProcess(
+            base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}}
+        ),
+        # A named server's base_url, for the Zero to JupyterHub relabelling test.
+        "norucio": JupyterServerProcess(base_url="/user/carol/gpu/", extensions={"rucio_jupyterlab.server": False}),
     }
     token_file = tmp_path_factory.mktemp("prometheus") / "jupyter-token"
     token_file.write_text(TOKEN)
@@ -231,7 +235,9 @@ def test_recording_rules_record_the_traffic(fleet: Fleet) -> None:
     assert {h for (h,), v in p95.items() if not math.isnan(v)} == bob_routes
     errors = fleet.values("job_handler:rucio_jupyterlab_http_request_errors:ratio_rate5m > 0", "handler")
     assert errors == {("/rucio-jupyterlab/upload/jobs/details",): 1.0}
-    exceptions = fleet.values("job_handler_exception:rucio_jupyterlab_http_exceptions:rate5m > 0", "handler", "exception")
+    exceptions = fleet.values(
+        "job_handler_exception:rucio_jupyterlab_http_exceptions:rate5m > 0", "handler", "exception"
+    )
     assert set(exceptions) == {("/rucio-jupyterlab/upload/jobs/details", "IndexError")}
 
 
@@ -280,3 +286,50 @@ def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
         [target] = prometheus.wait_for_targets(1)
     assert target["health"] == "down"
     assert "403" in target["lastError"]
+
+
+def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "", phase: str = "Running",
+                   port_name: str = "notebook-port") -> dict[str, Any]:
+    """A file-SD target with the meta labels Prometheus' pod discovery gives a KubeSpawner pod."""
+    labels = {
+        "__meta_kubernetes_namespace": "jhub",
+        "__meta_kubernetes_pod_name": f"jupyter-{user}" + (f"--{server_name}" if server_name else ""),
+        "__meta_kubernetes_pod_phase": phase,
+        "__meta_kubernetes_pod_label_component": "singleuser-server",
+        "__meta_kubernetes_pod_container_port_name": port_name,
+        "__meta_kubernetes_pod_annotation_hub_jupyter_org_username": user,
+    }
+    if server_name:
+        labels["__meta_kubernetes_pod_annotation_hub_jupyter_org_servername"] = server_name
+    return {"targets": [f"127.0.0.1:{server.port}"], "labels": labels}
+
+
+def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path) -> None:
+    # Debian's Prometheus has no Kubernetes discovery; file SD hands the shipped
+    # relabelling the same meta labels pod discovery gives KubeSpawner's pods.
+    alice, carol_gpu = fleet.servers["alice"], fleet.servers["norucio"]
+    pods = [
+        kubernetes_pod(alice, "alice"),
+        kubernetes_pod(carol_gpu, "carol", "gpu"),
+        kubernetes_pod(alice, "dave", phase="Pending"),  # dropped: not running
+        kubernetes_pod(alice, "erin", port_name="metrics"),  # dropped: another container port
+    ]
+    pods_file = tmp_path / "pods.json"
+    pods_file.write_text(json.dumps(pods))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with PrometheusProcess(deploy_config("zero-to-jupyterhub.yml", token_file, file_sd=pods_file)) as prometheus:
+        targets = prometheus.wait_for_targets(2)
+        labels = {t["labels"]["instance"]: t["labels"] for t in targets}
+        assert sorted((t["scrapeUrl"], t["health"]) for t in targets) == [
+            (alice.url("metrics"), "up"), (carol_gpu.url("metrics"), "up"),
+        ]
+        assert labels == {
+            "alice": {"instance": "alice", "job": "jupyterhub-singleuser", "namespace": "jhub",
+                      "pod": "jupyter-alice", "user": "alice"},
+            "carol/gpu": {"instance": "carol/gpu", "job": "jupyterhub-singleuser", "namespace": "jhub",
+                          "pod": "jupyter-carol--gpu", "user": "carol", "server_name": "gpu"},
+        }
+        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
+            ("alice",): 16.0, ("carol/gpu",): 0.0,
+        }
