@@ -14,20 +14,29 @@ from tornado.routing import PathMatches, Router, Rule
 from tornado.web import Application, RequestHandler
 
 
-def iter_rules(router: object) -> Iterator[Rule]:
-    """Every rule below ``router`` whose target is a handler class, depth first."""
+def iter_rules(router: object, seen: set[int] | None = None) -> Iterator[Rule]:
+    """Every rule below ``router`` whose target is a handler class, depth first, once each.
+
+    ``default_router`` reaches ``wildcard_router`` through a catch-all rule,
+    so routers are remembered in ``seen`` and walked once.
+    """
+    seen = set() if seen is None else seen
+    if id(router) in seen:
+        return
+    seen.add(id(router))
     for rule in getattr(router, "rules", ()):
         target = rule.target
         if isinstance(target, type) and issubclass(target, RequestHandler):
             yield rule
         elif isinstance(target, Router):
-            yield from iter_rules(target)
+            yield from iter_rules(target, seen)
 
 
 def app_rules(app: Application) -> Iterator[Rule]:
     """Handler rules of both of the application's routers."""
-    yield from iter_rules(app.default_router)
-    yield from iter_rules(app.wildcard_router)
+    seen: set[int] = set()
+    yield from iter_rules(app.default_router, seen)
+    yield from iter_rules(app.wildcard_router, seen)
 
 
 def path_pattern(rule: Rule) -> str | None:

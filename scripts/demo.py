@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance  # noqa: E402
+from tests.jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
 
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
 

@@ -58,6 +58,7 @@ class JupyterServerProcess:
         extra_config: dict[str, Any] | None = None,
         extensions: dict[str, bool] | None = None,
         args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
         self.port = free_port()
@@ -73,6 +74,7 @@ class JupyterServerProcess:
             config.setdefault(section, {}).update(values)
         self.config = config
         self.args = args or []
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {TOKEN}"
@@ -98,6 +100,7 @@ class JupyterServerProcess:
             "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),
             # The checkout under test, not whatever copy is installed.
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            **self.env,
         }
         command = [
             sys.executable, "-m", "jupyter_server",

@@ -1,0 +1,82 @@
+"""RucioMetrics options: defaults, validation, and bad values that fall back to defaults."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from traitlets.config import Config, Configurable
+from traitlets.config.loader import DeferredConfigString
+
+from rucio_metrics.config import DEFAULT_BUCKETS, RucioMetrics, load_options
+
+
+def options_from(caplog: pytest.LogCaptureFixture, **values: object) -> RucioMetrics:
+    parent = Configurable(config=Config({"RucioMetrics": values}))
+    with caplog.at_level(logging.ERROR):
+        return load_options(parent, logging.getLogger("test"))
+
+
+def test_defaults(caplog):
+    options = options_from(caplog)
+    assert options.enabled is True
+    assert options.route_prefixes == ["rucio-jupyterlab"]
+    assert options.latency_metric == "summary"
+    assert options.buckets == list(DEFAULT_BUCKETS)
+    assert options.outbound_enabled is True
+    assert caplog.records == []
+
+
+def test_valid_values_are_taken(caplog):
+    options = options_from(caplog, latency_metric="HISTOGRAM", buckets=[0.5, 1, 10, float("inf")],
+                           route_prefixes=["/rucio-jupyterlab/", "other-ext"], enabled=False)
+    assert options.latency_metric == "histogram"
+    assert options.buckets == [0.5, 1.0, 10.0]
+    assert options.route_prefixes == ["rucio-jupyterlab", "other-ext"]
+    assert options.enabled is False
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("latency_metric", "quantiles", "expected any of"),
+    ("buckets", [3, 1], "strictly increasing"),
+    ("buckets", [], "at least one bucket"),
+    ("buckets", [1, 1], "strictly increasing"),
+    ("buckets", [-1, 1], "positive"),
+    ("buckets", ["fast"], "must be numbers"),
+    ("route_prefixes", ["rucio.*"], "regex character"),
+    ("route_prefixes", ["/"], "may not be empty"),
+    ("route_prefixes", [], "at least one prefix"),
+    ("enabled", "perhaps", "enabled"),
+])
+def test_a_bad_value_is_logged_with_option_and_value_and_the_default_kept(caplog, name, value, reason):
+    values = {"latency_metric": "histogram", name: value}
+    options = options_from(caplog, **values)
+    default = RucioMetrics.class_traits()[name].default()
+    assert getattr(options, name) == default
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(messages) == 1, messages
+    assert f"RucioMetrics.{name} = {value!r}" in messages[0]
+    assert reason in messages[0]
+    if name != "latency_metric":
+        assert options.latency_metric == "histogram"  # the good options still apply
+
+
+def test_command_line_values(caplog):
+    options = options_from(caplog, enabled=DeferredConfigString("False"),
+                           latency_metric=DeferredConfigString("bogus"))
+    assert options.enabled is False
+    assert options.latency_metric == "summary"
+    assert "RucioMetrics.latency_metric = 'bogus'" in caplog.records[0].getMessage()
+
+
+def test_every_option_has_help_with_default_and_example():
+    for name, trait in RucioMetrics.class_traits(config=True).items():
+        assert "Default:" in trait.help, name
+        assert "Example:" in trait.help, name
+
+
+def test_options_are_children_of_the_server_config(caplog):
+    parent = Configurable(config=Config({"RucioMetrics": {"enabled": False}}))
+    options = load_options(parent, logging.getLogger("test"))
+    assert options.parent is parent

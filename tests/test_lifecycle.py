@@ -1,0 +1,91 @@
+"""Lifecycle in one process: load twice, two ServerApps, disabled and enabled again.
+
+These use in-process ServerApps from pytest-jupyter; metrics live on the
+process's global registry, so every assertion is on a before/after delta.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from jupyter_server.serverapp import ServerApp
+from prometheus_client import REGISTRY
+from pytest_jupyter.jupyter_server import *  # noqa: F403  (jp_serverapp, jp_fetch and what they need)
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from traitlets.config import Config
+
+import rucio_metrics
+from rucio_metrics.instrument import is_instrumented
+from rucio_metrics.routes import app_rules, rules_under
+
+INSTANCES = {"handler": "/rucio-jupyterlab/instances", "method": "GET", "status_code": "200"}
+EXTENSIONS = {"rucio_jupyterlab.server": True, "rucio_metrics": True}
+
+
+def instances_count() -> float:
+    return REGISTRY.get_sample_value("rucio_jupyterlab_http_requests_total", INSTANCES) or 0.0
+
+
+@pytest.fixture
+def jp_server_config():  # type: ignore[no-untyped-def]
+    return Config({"ServerApp": {"jpserver_extensions": dict(EXTENSIONS)}})
+
+
+def rule_patterns(app: ServerApp) -> set[str]:
+    return {rule.matcher.regex.pattern for rule in app_rules(app.web_app)}
+
+
+async def test_loading_twice_neither_raises_nor_double_counts(jp_serverapp, jp_fetch, caplog):
+    with caplog.at_level(logging.WARNING):
+        rucio_metrics._load_jupyter_server_extension(jp_serverapp)
+        rucio_metrics._load_jupyter_server_extension(jp_serverapp)
+    assert not [r for r in caplog.records if "rucio_metrics" in r.getMessage()]
+    before = instances_count()
+    for _ in range(3):
+        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+    assert instances_count() - before == 3
+
+
+async def test_two_server_apps_in_one_process(jp_serverapp, jp_fetch, tmp_path):
+    second = ServerApp(config=Config({"ServerApp": {"jpserver_extensions": dict(EXTENSIONS)}}))
+    second.initialize(argv=[f"--ServerApp.root_dir={tmp_path}", "--ServerApp.token=second-token",
+                            "--ServerApp.allow_root=True"], new_httpserver=False)
+    sock, port = bind_unused_port()
+    server = HTTPServer(second.web_app)
+    server.add_sockets([sock])
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        assert all(is_instrumented(r.target) for r in app_rules(second.web_app)
+                   if r.matcher.regex.pattern.startswith("/rucio-jupyterlab/"))
+        before = instances_count()
+        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+        for _ in range(2):
+            response = await client.fetch(f"http://127.0.0.1:{port}/rucio-jupyterlab/instances",
+                                          headers={"Authorization": "token second-token"})
+            assert response.code == 200
+        assert instances_count() - before == 3
+        assert REGISTRY.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 16
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("jp_server_config", [
+    Config({"ServerApp": {"jpserver_extensions": {**EXTENSIONS, "rucio_metrics": False}}}),
+])
+async def test_disabled_extension_leaves_routes_alone_then_enabling_counts(jp_serverapp, jp_fetch):
+    rucio = [rule for rule, _ in rules_under(jp_serverapp.web_app, jp_serverapp.base_url, ["rucio-jupyterlab"])]
+    assert len(rucio) == 16 and not any(is_instrumented(r.target) for r in rucio)
+    before = instances_count()
+    assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+    assert instances_count() == before  # disabled: not counted
+    patterns = rule_patterns(jp_serverapp)
+
+    rucio_metrics._load_jupyter_server_extension(jp_serverapp)  # enabled again
+    assert rule_patterns(jp_serverapp) == patterns  # no endpoint added, none removed
+    assert all(is_instrumented(r.target) for r in rucio)
+    assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+    assert instances_count() - before == 1

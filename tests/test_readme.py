@@ -1,0 +1,48 @@
+"""The README and the code say the same things."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from prometheus_client import CollectorRegistry
+from traitlets.config import Config, Configurable
+
+from rucio_metrics.config import RucioMetrics, load_options
+from rucio_metrics.metrics import Metrics
+
+from .jupyter_server_process import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def test_the_config_example_runs_and_applies(caplog):
+    (example,) = [b for b in code_blocks("python") if "c.RucioMetrics" in b]
+    c = Config()
+    exec(example, {"c": c})
+    with caplog.at_level(logging.ERROR):
+        options = load_options(Configurable(config=c), logging.getLogger("test"))
+    assert caplog.records == []
+    assert options.latency_metric == "histogram"
+    assert options.buckets == [float(b) for b in c.RucioMetrics.buckets]
+
+
+def test_every_option_is_in_the_table_with_its_default():
+    rows = dict(re.findall(r"^\| `(\w+)` \| `(.+?)` \|", README, re.M))
+    for name, trait in RucioMetrics.class_traits(config=True).items():
+        assert name in rows, name
+        assert eval(rows[name]) == trait.default(), name  # the README shows the Python literal
+
+
+def test_every_metric_in_the_table_exists_with_that_type():
+    metrics = Metrics.on(CollectorRegistry())
+    families = {m.name: m.type for m in metrics.registry.collect()}
+    rows = re.findall(r"^\| `(rucio_jupyterlab_http_\w+)` \| (\w+)", README, re.M)
+    assert len(rows) == 5
+    for name, kind in rows:
+        base = name.removesuffix("_total")
+        assert families.get(base) == kind, name
