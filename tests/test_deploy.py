@@ -7,6 +7,8 @@ is in test_prometheus.py and test_fleet.py.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from .deploy_files import (
+    DASHBOARD,
     HTTP_FAMILIES,
     PROMETHEUS_DIR,
     RULE_FILES,
@@ -31,6 +34,7 @@ from .deploy_files import (
     rule_expressions,
     rules,
 )
+from .jupyter_server_process import REPO
 
 # Debian's Prometheus is built without Kubernetes discovery (removed by Debian
 # since 1.5 for its client library's dependencies), so its promtool rejects
@@ -216,3 +220,23 @@ def test_dashboard_panels_are_well_formed() -> None:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert set(panel["gridPos"]) == {"x", "y", "w", "h"} and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         assert [t["refId"] for t in panel["targets"]] == [chr(ord("A") + i) for i in range(len(panel["targets"]))]
+
+
+def test_readme_lists_every_deploy_file_rule_and_alert() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
+    for path in [*SCRAPE_CONFIGS, *RULE_FILES, *RULE_TESTS, DASHBOARD]:
+        assert f"`{path.relative_to(REPO)}`" in section, path
+    rule_rows = re.findall(r"^\| `([\w:]+)` \|", section, re.M)
+    assert sorted(rule_rows) == sorted(name for name, _ in rule_expressions())
+    fleet_part = section.split("### A JupyterHub fleet")[1].split("### Zero to JupyterHub")[0]
+    assert set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", fleet_part)) <= FLEET_FLAGS
+
+
+FLEET_FLAGS = {"--hub-url", "--token-file", "--output", "--address", "--interval", "--timeout"}
+
+
+def test_fleet_helper_has_the_flags_the_readme_shows() -> None:
+    result = subprocess.run([sys.executable, "-m", "rucio_metrics.fleet", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=60, check=True)
+    assert set(re.findall(r"(--[a-z-]+)", result.stdout)) - {"--help"} == FLEET_FLAGS
