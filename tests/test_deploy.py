@@ -7,6 +7,7 @@ is in test_prometheus.py and test_fleet.py.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,20 +65,26 @@ def test_promtool_check_config_syntax_of_the_shipped_file(config: Path) -> None:
 
 @pytest.mark.parametrize("config", SCRAPE_CONFIGS, ids=config_ids(SCRAPE_CONFIGS))
 def test_promtool_check_config_in_full(config: Path, tmp_path: Path) -> None:
-    # Full check: also the rule files it names and the token file. Only the
-    # paths change (and a Kubernetes discovery becomes a file discovery).
+    # Full check: also the rule files it names and the token file. In a copy of
+    # deploy/prometheus/, so the rule files resolve relative to the config as
+    # shipped; only the token and targets paths change (and a Kubernetes
+    # discovery becomes a file discovery).
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_DIR, copy)
     token = tmp_path / "token"
     token.write_text("a-token")
     targets = tmp_path / "targets.json"
     targets.write_text("[]")
-    runnable = tmp_path / config.name
-    runnable.write_text(yaml.safe_dump(deploy_config(config.name, token, file_sd=targets)))
-    result = promtool("check", "config", str(runnable))
+    runnable = deploy_config(config.name, token, file_sd=targets)
+    runnable["rule_files"] = load_yaml(config)["rule_files"]
+    assert all(not Path(f).is_absolute() for f in runnable["rule_files"])
+    (copy / config.name).write_text(yaml.safe_dump(runnable))
+    result = promtool("check", "config", config.name, cwd=copy)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
     for rule_file in RULE_FILES:
         rule_count = sum(len(group["rules"]) for group in load_yaml(rule_file)["groups"])
-        assert f"Checking {rule_file}\n  SUCCESS: {rule_count} rules found" in result.stdout
+        assert f"Checking rules/{rule_file.name}\n  SUCCESS: {rule_count} rules found" in result.stdout
 
 
 def test_promtool_check_rules() -> None:

@@ -8,8 +8,12 @@ base_url, user subdomains, an old hub without pagination, a bad token.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from rucio_metrics import fleet
+
+from .jupyter_server_process import REPO, free_port
 
 TOKEN = "fake-hub-token"
 
@@ -198,8 +204,6 @@ def test_wrong_hub_url_says_so(hub: FakeHub, token_file: Path, tmp_path: Path) -
 
 
 def test_unreachable_hub(tmp_path: Path) -> None:
-    from tests.jupyter_server_process import free_port
-
     with pytest.raises(fleet.FleetError, match="failed"):
         fleet.update(f"http://127.0.0.1:{free_port()}/", TOKEN, tmp_path / "targets.json", timeout=5)
 
@@ -226,3 +230,35 @@ def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     empty.write_text("\n")
     with pytest.raises(fleet.FleetError, match="is empty"):
         fleet.read_token(str(empty))
+
+
+def test_interval_mode_follows_the_hub_and_survives_its_errors(hub: FakeHub, token_file: Path, tmp_path: Path) -> None:
+    # python -m rucio_metrics.fleet --interval, as a sidecar runs it: it rewrites
+    # the file when the servers change and keeps it while the hub refuses.
+    output = tmp_path / "targets.json"
+    command = [sys.executable, "-m", "rucio_metrics.fleet", "--hub-url", hub.url, "--token-file", str(token_file),
+               "--output", str(output), "--interval", "0.1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as helper:
+        try:
+            wait_until(lambda: output.exists() and len(read_targets(output)) == 5)
+            token_file.write_text("revoked")  # re-read each time: the hub now answers 403
+            requests_before = len(hub.requests)
+            wait_until(lambda: len(hub.requests) > requests_before + 2)
+            assert len(read_targets(output)) == 5
+            token_file.write_text(TOKEN)
+            hub.users[:] = hub.users[:1]
+            wait_until(lambda: [g["labels"]["instance"] for g in read_targets(output)] == ["alice", "alice/gpu"])
+            assert helper.poll() is None
+        finally:
+            helper.terminate()
+            _, errors = helper.communicate(timeout=10)
+    assert "answered 403" in errors
+    assert "rucio_metrics.fleet: 5 ready servers" in errors and "rucio_metrics.fleet: 2 ready servers" in errors
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
