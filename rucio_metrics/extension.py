@@ -15,6 +15,7 @@ from .config import RucioMetrics, load_options
 from .instrument import instrument_app
 from .instrument import log as instrument_log
 from .metrics import Metrics
+from .outbound import load_outbound
 
 # Apps whose add_handlers already re-instruments, so a second load does not wrap twice.
 _hooked_apps: weakref.WeakSet[Application] = weakref.WeakSet()
@@ -53,6 +54,9 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
                 "rucio_metrics: no routes under %s yet; routes added later will be instrumented",
                 ", ".join(prefixes),
             )
+        if options.outbound_enabled:
+            # The same duration type and buckets as the inbound side, so the two compare directly.
+            load_outbound(registry, metrics.latency_metric, metrics.buckets, serverapp.config, log)
         return options
     except Exception:
         log.exception("rucio_metrics: failed to load; the server runs without Rucio metrics")

@@ -1,8 +1,11 @@
 """The demo: a real Jupyter server with rucio-jupyterlab and rucio_metrics on
-loopback, real requests to the Rucio routes, then the rucio_jupyterlab_http_*
-series from the server's own /metrics endpoint and, when the `prometheus`
-binary is present, what a real Prometheus running the shipped
-deploy/prometheus/jupyter-server.yml (with the server's token) scraped."""
+loopback, its Rucio instances served by the Rucio stand-in (tests/rucio_standin.py)
+with some latency injected, real requests to the Rucio routes, then the
+rucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from the server's
+own /metrics endpoint, and inbound against outbound latency per route. When the
+`prometheus` binary is present (scripts/bootstrap installs it), a real
+Prometheus runs the shipped deploy/prometheus/jupyter-server.yml against the
+server with its token, and PromQL results follow the raw series."""
 
 from __future__ import annotations
 
@@ -13,15 +16,81 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.deploy_files import deploy_config
-from tests.jupyter_server_process import TOKEN, JupyterServerProcess, unreachable_rucio_instance
+from tests.jupyter_server_process import TOKEN, JupyterServerProcess
 from tests.prometheus_process import PrometheusProcess
+from tests.rucio_standin import RucioStandIn, userpass_credentials
 
-CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
-QUERY = "sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)"
+# What the demo asks Prometheus, once it has scraped the server after the requests.
+QUERIES = [
+    "sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)",
+    "sum by (rucio_instance, operation, outcome) (rucio_jupyterlab_rucio_requests_total)",
+]
+
+# How long the stand-in takes to answer, per Rucio endpoint, so latency shows.
+RUCIO_LATENCY = {
+    "GET /scopes/": 0.120,
+    "GET /rses": 0.040,
+    "GET /dids/[^/]+/dids/search": 0.200,
+    "GET /replicas/": 0.080,
+    "GET /dids/.*/files": 0.060,
+    "GET /dids/.*/rules": 0.030,
+    "POST /rules/": 0.150,
+}
+
+# The Rucio-backed routes the demo calls, with the RucioAPI call each makes.
+SIDE_BY_SIDE = [
+    ("GET", "/rucio-jupyterlab/list-scopes", "atlas", "get_scopes"),
+    ("GET", "/rucio-jupyterlab/list-rses", "atlas", "get_rses"),
+    ("GET", "/rucio-jupyterlab/did-search", "atlas", "search_did"),
+    ("GET", "/rucio-jupyterlab/files", "atlas", "get_replicas"),
+    ("GET", "/rucio-jupyterlab/did", "cms", "get_files"),
+    ("POST", "/rucio-jupyterlab/did/make-available", "atlas", "add_replication_rule"),
+    ("GET", "/rucio-jupyterlab/open-replication-rule", "atlas", "get_rules"),
+]
+
+
+def main() -> None:
+    with RucioStandIn() as rucio:
+        for endpoint, seconds in RUCIO_LATENCY.items():
+            rucio.delay(endpoint, seconds)
+        instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
+        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
+            print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
+            print(f"Rucio stand-in for instances atlas (replica mode) and cms (download mode) at {rucio.url}")
+            with prometheus_for(server) as prometheus:
+                if prometheus is not None:
+                    print(f"Prometheus at {prometheus.url} scraping it with deploy/prometheus/jupyter-server.yml")
+                print()
+                drive(server, rucio)
+                sent = time.time()
+                metrics = server.metrics_text()
+                if prometheus is not None:
+                    prometheus.wait_for_scrapes_after(sent)
+                    results = {query: prometheus.query(query) for query in QUERIES}
+    print(f"\nrucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from GET {server.base_url}metrics "
+          "(zero series left out):\n")
+    for line in metrics.splitlines():
+        if line.startswith(("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_")) and "_created" not in line \
+                and not line.endswith(" 0.0"):
+            print("  " + line)
+    print("\nInbound (the route, as the browser waits for it) against outbound (the Rucio call it makes), "
+          "mean per request:\n")
+    print_side_by_side(metrics)
+    if prometheus is None:
+        print("\n(no `prometheus` binary on PATH: scripts/bootstrap installs Debian's package)")
+        return
+    for query, result in results.items():
+        print(f"\nPrometheus, after its next scrape: {query}\n")
+        for series in sorted(result, key=lambda r: sorted(r["metric"].items())):
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(series["metric"].items()))
+            print(f"  {{{labels}}} {series['value'][1]}")
 
 
 @contextlib.contextmanager
@@ -38,40 +107,51 @@ def prometheus_for(server: JupyterServerProcess) -> Iterator[PrometheusProcess |
             yield prometheus
 
 
-def main() -> None:
-    with JupyterServerProcess(base_url="/user/alice/", rucio_instances=[unreachable_rucio_instance()]) as server:
-        print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
-        with prometheus_for(server) as prometheus:
-            if prometheus is not None:
-                print(f"Prometheus at {prometheus.url} scraping it with deploy/prometheus/jupyter-server.yml")
-            print()
-            calls = [
-                ("GET", "rucio-jupyterlab/instances", {}),
-                ("PUT", "rucio-jupyterlab/instances", {"json": {"instance": "atlas", "auth": "userpass"}}),
-                ("GET", "rucio-jupyterlab/auth?namespace=atlas&type=userpass", {}),
-                ("GET", "rucio-jupyterlab/files", {}),
-                ("PUT", "rucio-jupyterlab/auth", {"json": CREDENTIALS}),
-                ("GET", "rucio-jupyterlab/file-browser?namespace=atlas&path=", {}),
-                ("GET", "rucio-jupyterlab/upload/jobs?namespace=atlas", {}),
-                ("GET", "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope", {}),
-            ]
-            for method, path, kwargs in calls:
-                status = server.request(method, path, **kwargs).status_code
-                print(f"  {method:4} {server.base_url}{path:55} -> {status}")
-            sent = time.time()
-            metrics = server.metrics_text()
-            print(f"\nrucio_jupyterlab_http_* series from GET {server.base_url}metrics (zero series left out):\n")
-            for line in metrics.splitlines():
-                if line.startswith("rucio_jupyterlab_http_") and "_created" not in line and not line.endswith(" 0.0"):
-                    print("  " + line)
-            if prometheus is None:
-                print("\n(no `prometheus` binary on PATH: scripts/bootstrap installs Debian's package)")
-                return
-            prometheus.wait_for_scrapes_after(sent)
-            print(f"\nPrometheus, after its next scrape: {QUERY}\n")
-            for result in sorted(prometheus.query(QUERY), key=lambda r: sorted(r["metric"].items())):
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(result["metric"].items()))
-                print(f"  {{{labels}}} {result['value'][1]}")
+def drive(server: JupyterServerProcess, rucio: RucioStandIn) -> None:
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "rucio-jupyterlab/instances", {}),
+        ("PUT", "rucio-jupyterlab/instances", {"json": {"instance": "atlas", "auth": "userpass"}}),
+        ("GET", "rucio-jupyterlab/upload/jobs", {}),
+        ("PUT", "rucio-jupyterlab/auth", {"json": userpass_credentials("atlas")}),
+        ("PUT", "rucio-jupyterlab/auth", {"json": userpass_credentials("cms")}),
+        ("GET", "rucio-jupyterlab/list-scopes?namespace=atlas", {}),
+        ("GET", "rucio-jupyterlab/list-rses?namespace=atlas", {}),
+        ("GET", "rucio-jupyterlab/did-search?namespace=atlas&did=data18:*", {}),
+        ("GET", "rucio-jupyterlab/files?namespace=atlas&did=data18:AOD.dataset", {}),
+        ("GET", "rucio-jupyterlab/did?namespace=cms&did=data18:AOD.dataset", {}),
+        ("POST", "rucio-jupyterlab/did/make-available?namespace=atlas", {"json": {"did": "data18:AOD.dataset"}}),
+        ("GET", "rucio-jupyterlab/open-replication-rule?namespace=atlas&did=data18:AOD.dataset", {}),
+        ("GET", "rucio-jupyterlab/file-browser?namespace=atlas&path=", {}),
+        ("GET", "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope", {}),
+    ]
+    for method, path, kwargs in calls:
+        show(server, method, path, **kwargs)
+    rucio.fail("GET /scopes/", 500, times=1)
+    show(server, "GET", "rucio-jupyterlab/list-scopes?namespace=atlas", note="(Rucio answers 500 this once)")
+
+
+def show(server: JupyterServerProcess, method: str, path: str, note: str = "", **kwargs: Any) -> None:
+    status = server.request(method, path, allow_redirects=False, **kwargs).status_code
+    print(f"  {method:4} {server.base_url}{path:75} -> {status} {note}".rstrip())
+
+
+def print_side_by_side(metrics: str) -> None:
+    sums: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for s in family.samples:
+            if s.name.endswith(("_sum", "_count")):
+                sums[(s.name, frozenset(s.labels.items()))] = s.value
+
+    def mean_ms(name: str, **labels: str) -> str:
+        count = sums.get((name + "_count", frozenset(labels.items())), 0.0)
+        total = sums.get((name + "_sum", frozenset(labels.items())), 0.0)
+        return f"{1000 * total / count:8.1f}" if count else "       -"
+
+    print(f"  {'route':45} {'inbound ms':>10}   {'rucio operation':28} {'outbound ms':>11}")
+    for method, route, instance, operation in SIDE_BY_SIDE:
+        inbound = mean_ms("rucio_jupyterlab_http_request_duration_seconds", handler=route, method=method)
+        outbound = mean_ms("rucio_jupyterlab_rucio_request_duration_seconds", instance=instance, operation=operation)
+        print(f"  {method + ' ' + route:45} {inbound:>10}   {instance + ' ' + operation:28} {outbound:>11}")
 
 
 if __name__ == "__main__":

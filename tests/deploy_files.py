@@ -168,11 +168,18 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> s
     )
 
 
-def http_families_only(exposition: str) -> str:
-    """The ``rucio_jupyterlab_http_*`` families of a /metrics response, with their HELP and TYPE lines."""
+OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_")
+
+
+def our_families_only(exposition: str) -> str:
+    """rucio_metrics' families (inbound and outbound) of a /metrics response, with their HELP and TYPE lines.
+
+    jupyter_server's own families are left out: promtool already flags one of
+    them (``terminal_currently_running_total``, a gauge named like a counter).
+    """
     kept = []
     for line in exposition.splitlines():
         name = line.split()[2] if line.startswith(("# HELP ", "# TYPE ")) else line
-        if name.startswith("rucio_jupyterlab_http_"):
+        if name.startswith(OUR_PREFIXES):
             kept.append(line)
     return "\n".join(kept) + "\n"

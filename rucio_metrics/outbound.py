@@ -1,0 +1,351 @@
+"""Outbound metrics: the Rucio JupyterLab extension's calls to its Rucio servers.
+
+rucio-jupyterlab talks to Rucio through ``rucio_jupyterlab.rucio.rucio.RucioAPI``;
+its handlers run those calls in a thread pool. ``instrument_rucio_api``
+replaces each method of that class that sends a request to Rucio, once, with
+a wrapper that counts and times the call and then returns or raises exactly
+what the method did. Only ``RucioAPI`` is touched: it serves nothing but
+Rucio calls.
+
+One call is one sample, labelled with the Rucio instance it went to, the
+method name, and how it ended:
+
+>>> from prometheus_client import CollectorRegistry
+>>> class API:  # the shape of RucioAPI
+...     def __init__(self, name):
+...         self.instance_config = {"name": name}
+...     def get_scopes(self):
+...         return ["user.alice"]
+>>> registry = CollectorRegistry()
+>>> instrument_rucio_api(API, OutboundMetrics.on(registry), ["get_scopes"])
+(['get_scopes'], [])
+>>> API("atlas").get_scopes()
+['user.alice']
+>>> registry.get_sample_value("rucio_jupyterlab_rucio_requests_total",
+...     {"instance": "atlas", "operation": "get_scopes", "outcome": "2xx"})
+1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Summary
+
+from .config import DEFAULT_BUCKETS
+
+OUTBOUND_PREFIX = "rucio_jupyterlab_rucio_"
+
+RUCIO_API = "rucio_jupyterlab.rucio.rucio.RucioAPI"
+
+# The RucioAPI methods that send requests to Rucio (rucio-jupyterlab 41); each
+# is one ``operation`` label value. ``authenticate`` also runs inside another
+# operation when the cached token has expired: it is counted on its own too.
+OPERATIONS = (
+    "get_scopes",
+    "get_rses",
+    "search_did",
+    "get_metadata",
+    "get_files",
+    "get_parents",
+    "get_rules",
+    "get_rule_details",
+    "get_replicas",
+    "add_replication_rule",
+    "authenticate",
+)
+
+# Every ``outcome`` label value. A call that returns got a 2xx answer:
+# rucio-jupyterlab raises on any other, except where ``_RESULT_CHECKS`` says.
+OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "connection_error", "error")
+
+# Instance label of an API object without a usable ``instance_config["name"]``.
+UNKNOWN_INSTANCE = "unknown"
+
+_MARK = "_rucio_metrics_operation"
+
+log = logging.getLogger("rucio_metrics")
+
+
+def _created_rule_ids(result: object) -> bool:
+    # add_replication_rule returns response.json() without checking the status:
+    # Rucio answers a created rule with 201 and a list of rule ids, an error
+    # with {"ExceptionClass": ..., "ExceptionMessage": ...}.
+    return isinstance(result, list)
+
+
+# Operations whose return value, not an exception, tells that Rucio refused.
+_RESULT_CHECKS: dict[str, Callable[[object], bool]] = {"add_replication_rule": _created_rule_ids}
+
+
+class OperationMetrics:
+    """Children of one (instance, operation) pair, so a call costs no ``labels()`` lookup."""
+
+    __slots__ = ("_by_outcome", "_instance", "_metrics", "_operation", "duration")
+
+    def __init__(self, metrics: OutboundMetrics, instance: str, operation: str) -> None:
+        self._metrics = metrics
+        self._instance = instance
+        self._operation = operation
+        self.duration = metrics.duration.labels(instance, operation)
+        self._by_outcome: dict[str, Counter] = {}
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome.setdefault(
+                outcome, self._metrics.requests.labels(self._instance, self._operation, outcome)
+            )
+        child.inc()
+        self.duration.observe(seconds)
+
+
+class OutboundMetrics:
+    """The ``rucio_jupyterlab_rucio_*`` families on one registry.
+
+    Use ``OutboundMetrics.on(registry)``; the constructor registers the
+    families and raises if they exist already.
+    """
+
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, OutboundMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock = threading.Lock()
+
+    @classmethod
+    def on(
+        cls,
+        registry: CollectorRegistry = REGISTRY,
+        latency_metric: str = "summary",
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> OutboundMetrics:
+        """The metrics on ``registry``, created on first use.
+
+        ``latency_metric`` and ``buckets`` take effect only on first use, as
+        for the inbound metrics (pass theirs, so both sides have one type).
+        """
+        with cls._lock:
+            metrics = cls._by_registry.get(registry)
+            if metrics is None:
+                metrics = cls._by_registry[registry] = cls(registry, latency_metric, buckets)
+            return metrics
+
+    def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
+        self.latency_metric = latency_metric
+        self.requests = Counter(
+            OUTBOUND_PREFIX + "requests",
+            "Calls from the Rucio JupyterLab extension to a Rucio server, by Rucio instance, RucioAPI method "
+            "and outcome (2xx, 4xx, 5xx, timeout, connection_error, error).",
+            ["instance", "operation", "outcome"],
+            registry=registry,
+        )
+        duration_help = (
+            "Time a call from the Rucio JupyterLab extension to a Rucio server took, from the RucioAPI method's "
+            "start to its return, by Rucio instance and RucioAPI method."
+        )
+        if latency_metric == "histogram":
+            self.duration: Summary | Histogram = Histogram(
+                OUTBOUND_PREFIX + "request_duration_seconds", duration_help, ["instance", "operation"],
+                buckets=tuple(buckets), registry=registry,
+            )
+        else:
+            self.duration = Summary(
+                OUTBOUND_PREFIX + "request_duration_seconds", duration_help, ["instance", "operation"],
+                registry=registry,
+            )
+        self._operations: dict[tuple[str, str], OperationMetrics] = {}
+
+    def operation(self, instance: str, operation: str) -> OperationMetrics:
+        """Children for one (instance, operation) pair, created on first use."""
+        key = (instance, operation)
+        children = self._operations.get(key)
+        if children is None:
+            with self._lock:
+                children = self._operations.setdefault(key, OperationMetrics(self, instance, operation))
+        return children
+
+    def precreate(self, instances: Iterable[str], operations: Iterable[str] = OPERATIONS) -> None:
+        """Create the duration series at zero, so rates work from the first scrape."""
+        operations = list(operations)
+        for instance in instances:
+            for operation in operations:
+                self.operation(instance, operation)
+
+
+def instance_label(api: object) -> str:
+    """The ``instance`` label of a RucioAPI object: its configured instance name."""
+    config = getattr(api, "instance_config", None)
+    name = config.get("name") if isinstance(config, Mapping) else None
+    return name if isinstance(name, str) and name else UNKNOWN_INSTANCE
+
+
+def outcome_of(error: BaseException) -> str:
+    """The ``outcome`` label of a call that raised ``error``.
+
+    rucio-jupyterlab wraps the ``requests`` exception in its own (explicitly
+    or by raising inside ``except``), so the whole chain is searched: a
+    timeout or connection failure anywhere in it wins, else the status of an
+    HTTP error answer (``RucioRequestsException`` claims status 503 without
+    any answer: only a real response's status counts), else ``error``.
+    """
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - rucio-jupyterlab cannot run without it
+        return "error"
+    status = None
+    for exc in _chain(error):
+        if isinstance(exc, requests.Timeout):
+            return "timeout"
+        if isinstance(exc, requests.ConnectionError):
+            return "connection_error"
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is None and isinstance(code, int) and 400 <= code < 600:
+            status = code
+    return f"{status // 100}xx" if status is not None else "error"
+
+
+def _chain(error: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen and len(seen) < 16:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+class _Sink:
+    """Where the wrappers of one class record; re-instrumenting only moves it."""
+
+    def __init__(self, metrics: OutboundMetrics) -> None:
+        self.metrics = metrics
+
+
+_sinks: weakref.WeakKeyDictionary[type, _Sink] = weakref.WeakKeyDictionary()
+_sinks_lock = threading.Lock()
+_reported = threading.Event()
+
+
+def instrument_rucio_api(
+    api_class: type, metrics: OutboundMetrics, operations: Iterable[str] = OPERATIONS
+) -> tuple[list[str], list[str]]:
+    """Wrap the ``operations`` methods of ``api_class`` to record into ``metrics``.
+
+    Returns (newly wrapped, not instrumentable) method names; a name is not
+    instrumentable when ``api_class`` has no plain function of that name.
+    Idempotent: a method already wrapped is left alone (its calls go to the
+    latest ``metrics``), so loading twice never double counts.
+    """
+    wrapped: list[str] = []
+    missing: list[str] = []
+    with _sinks_lock:
+        sink = _sinks.get(api_class)
+        if sink is None:
+            sink = _sinks[api_class] = _Sink(metrics)
+        sink.metrics = metrics
+        for operation in operations:
+            function = inspect.getattr_static(api_class, operation, None)
+            if getattr(function, _MARK, None) is not None:
+                continue
+            if not inspect.isfunction(function):
+                missing.append(operation)
+                continue
+            setattr(api_class, operation, _measured(function, operation, sink))
+            wrapped.append(operation)
+    return wrapped, missing
+
+
+def _measured(function: Callable[..., Any], operation: str, sink: _Sink) -> Callable[..., Any]:
+    check = _RESULT_CHECKS.get(operation)
+
+    @functools.wraps(function)
+    def measured(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            result = function(self, *args, **kwargs)
+        except BaseException as error:
+            _record(sink, self, operation, error, start)
+            raise
+        _record(sink, self, operation, "2xx" if check is None or check(result) else "error", start)
+        return result
+
+    setattr(measured, _MARK, operation)
+    return measured
+
+
+def _record(sink: _Sink, api: object, operation: str, outcome: str | BaseException, start: float) -> None:
+    # Never lets a recording failure change what the Rucio call returned or raised.
+    try:
+        seconds = time.perf_counter() - start
+        label = outcome if isinstance(outcome, str) else outcome_of(outcome)
+        sink.metrics.operation(instance_label(api), operation).observe(label, seconds)
+    except Exception:
+        if not _reported.is_set():
+            _reported.set()
+            log.exception("rucio_metrics: recording a call to Rucio failed; calls go on as usual (logged once)")
+
+
+def configured_instances(config: Mapping[str, Any]) -> list[str]:
+    """Names of the Rucio instances in the server's ``c.RucioConfig.instances``."""
+    section = config.get("RucioConfig") or {}
+    instances = section.get("instances") if isinstance(section, Mapping) else None
+    if not isinstance(instances, (list, tuple)):
+        return []
+    names = (i.get("name") for i in instances if isinstance(i, Mapping))
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def load_outbound(
+    registry: CollectorRegistry,
+    latency_metric: str,
+    buckets: Sequence[float],
+    config: Mapping[str, Any],
+    server_log: logging.Logger,
+) -> OutboundMetrics | None:
+    """Instrument rucio-jupyterlab's ``RucioAPI``; the extension's one call into this module.
+
+    Never raises. When rucio-jupyterlab is missing or ``RucioAPI`` has
+    changed shape, logs one warning naming what could not be instrumented;
+    whatever could be is measured, and the inbound metrics are untouched.
+    """
+    # jupyter_server imports every enabled extension before loading any, so an
+    # enabled Rucio extension is imported by now. If it is installed but not
+    # imported, it is not enabled: importing it here would only create its
+    # cache folder in HOME.
+    if sys.modules.get("rucio_jupyterlab") is None and importlib.util.find_spec("rucio_jupyterlab") is not None:
+        server_log.info("rucio_metrics: rucio-jupyterlab is not loaded in this server: no calls to Rucio to measure")
+        return None
+    try:
+        from rucio_jupyterlab.rucio.rucio import RucioAPI
+    except Exception as e:
+        server_log.warning(
+            "rucio_metrics: calls to Rucio are not measured: cannot import %s (%s: %s)",
+            RUCIO_API, type(e).__name__, e,
+        )
+        return None
+    try:
+        metrics = OutboundMetrics.on(registry, latency_metric, buckets)
+        wrapped, missing = instrument_rucio_api(RucioAPI, metrics)
+        instrumented = [op for op in OPERATIONS if op not in missing]
+        metrics.precreate(configured_instances(config), instrumented)
+    except Exception:
+        server_log.warning(
+            "rucio_metrics: calls to Rucio are not measured: instrumenting %s failed", RUCIO_API, exc_info=True
+        )
+        return None
+    if missing:
+        server_log.warning(
+            "rucio_metrics: %s has changed shape: %s not found, so not measured; %s",
+            RUCIO_API, ", ".join(missing), "measuring " + ", ".join(instrumented) if instrumented else "none measured",
+        )
+    elif wrapped:
+        server_log.info("rucio_metrics: measuring calls to Rucio: %s", ", ".join(wrapped))
+    return metrics
