@@ -2,11 +2,19 @@
 loopback, its Rucio instances served by the Rucio stand-in (tests/rucio_standin.py)
 with some latency injected, real requests to the Rucio routes, then the
 rucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from the server's
-own /metrics endpoint, and inbound against outbound latency per route."""
+own /metrics endpoint, and inbound against outbound latency per route. When the
+`prometheus` binary is present (scripts/bootstrap installs it), a real
+Prometheus runs the shipped deploy/prometheus/jupyter-server.yml against the
+server with its token, and PromQL results follow the raw series."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.jupyter_server_process import JupyterServerProcess
+from tests.deploy_files import deploy_config
+from tests.jupyter_server_process import TOKEN, JupyterServerProcess
+from tests.prometheus_process import PrometheusProcess
 from tests.rucio_standin import RucioStandIn, userpass_credentials
+
+# What the demo asks Prometheus, once it has scraped the server after the requests.
+QUERIES = [
+    "sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)",
+    "sum by (rucio_instance, operation, outcome) (rucio_jupyterlab_rucio_requests_total)",
+]
 
 # How long the stand-in takes to answer, per Rucio endpoint, so latency shows.
 RUCIO_LATENCY = {
@@ -47,9 +63,17 @@ def main() -> None:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
         with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
             print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
-            print(f"Rucio stand-in for instances atlas (replica mode) and cms (download mode) at {rucio.url}\n")
-            drive(server, rucio)
-            metrics = server.metrics_text()
+            print(f"Rucio stand-in for instances atlas (replica mode) and cms (download mode) at {rucio.url}")
+            with prometheus_for(server) as prometheus:
+                if prometheus is not None:
+                    print(f"Prometheus at {prometheus.url} scraping it with deploy/prometheus/jupyter-server.yml")
+                print()
+                drive(server, rucio)
+                sent = time.time()
+                metrics = server.metrics_text()
+                if prometheus is not None:
+                    prometheus.wait_for_scrapes_after(sent)
+                    results = {query: prometheus.query(query) for query in QUERIES}
     print(f"\nrucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from GET {server.base_url}metrics "
           "(zero series left out):\n")
     for line in metrics.splitlines():
@@ -59,6 +83,28 @@ def main() -> None:
     print("\nInbound (the route, as the browser waits for it) against outbound (the Rucio call it makes), "
           "mean per request:\n")
     print_side_by_side(metrics)
+    if prometheus is None:
+        print("\n(no `prometheus` binary on PATH: scripts/bootstrap installs Debian's package)")
+        return
+    for query, result in results.items():
+        print(f"\nPrometheus, after its next scrape: {query}\n")
+        for series in sorted(result, key=lambda r: sorted(r["metric"].items())):
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(series["metric"].items()))
+            print(f"  {{{labels}}} {series['value'][1]}")
+
+
+@contextlib.contextmanager
+def prometheus_for(server: JupyterServerProcess) -> Iterator[PrometheusProcess | None]:
+    """A Prometheus scraping ``server`` every second with its token; None without the binary."""
+    if shutil.which("prometheus") is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="rucio-metrics-demo-") as tmp:
+        token_file = Path(tmp) / "jupyter-token"
+        token_file.write_text(TOKEN)
+        target = {"targets": [f"127.0.0.1:{server.port}"], "labels": {"__metrics_path__": f"{server.base_url}metrics"}}
+        with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, static_configs=[target])) as prometheus:
+            yield prometheus
 
 
 def drive(server: JupyterServerProcess, rucio: RucioStandIn) -> None:

@@ -1,0 +1,223 @@
+"""List a JupyterHub's running servers as Prometheus file-based service discovery targets.
+
+Prometheus scrapes every single-user server through the hub's proxy, at
+``/user/<name>/metrics``, with a hub API token. Which servers run changes
+all day, so this helper asks the Hub REST API for the ready servers and
+writes them in Prometheus' ``file_sd_configs`` format; Prometheus picks up
+the file whenever it changes::
+
+    python -m rucio_metrics.fleet --hub-url https://hub.example.org/ \\
+        --token-file /etc/prometheus/jupyterhub-token \\
+        --output /etc/prometheus/targets/jupyterhub.json --interval 30
+
+Each server is one target group: the proxy's address, the server's path in
+``__metrics_path__`` and, because every target shares that address, an
+``instance`` label naming the server (``alice``, or ``alice/gpu`` for a
+named server) so series of different servers never collide:
+
+>>> servers = [Server(user="alice", name="", url="/user/alice/")]
+>>> target_groups(servers, "https://hub.example.org/")  # doctest: +NORMALIZE_WHITESPACE
+[{'targets': ['hub.example.org'],
+  'labels': {'__scheme__': 'https', '__metrics_path__': '/user/alice/metrics',
+             'instance': 'alice', 'user': 'alice'}}]
+
+The token needs the scopes ``list:users`` and ``read:servers`` (to list the
+servers) and ``access:servers`` (for Prometheus to scrape them). Only the
+standard library is used, so the helper runs wherever rucio_metrics is
+installed, without a Jupyter server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Ask for JupyterHub's paginated list form ({"items": [...], "_pagination": {...}});
+# a hub that predates it answers with a plain list, which is handled too.
+PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+PAGE_LIMIT = 200  # JupyterHub's default api_page_max_limit
+
+
+class FleetError(Exception):
+    """The Hub API could not be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """One ready single-user server, as the Hub API describes it."""
+
+    user: str
+    name: str  # "" for the user's default server
+    url: str  # the server's base URL, e.g. "/user/alice/" (a full URL with subdomains)
+
+    @property
+    def instance(self) -> str:
+        """The ``instance`` label: ``alice``, or ``alice/gpu`` for a named server."""
+        return f"{self.user}/{self.name}" if self.name else self.user
+
+
+def list_ready_servers(hub_url: str, token: str, timeout: float = 30.0) -> list[Server]:
+    """Every ready server of every user, sorted, following the API's pages."""
+    api = urllib.parse.urljoin(_with_slash(hub_url), "hub/api/users")
+    servers = []
+    for user in _users_with_ready_servers(api, token, timeout):
+        for name, model in (user.get("servers") or {}).items():
+            if model.get("ready") and model.get("url"):
+                servers.append(Server(user=user["name"], name=name, url=model["url"]))
+    return sorted(servers, key=lambda s: (s.user, s.name))
+
+
+def _users_with_ready_servers(api: str, token: str, timeout: float) -> Iterator[dict[str, Any]]:
+    offset = 0
+    while True:
+        query = urllib.parse.urlencode({"state": "ready", "offset": offset, "limit": PAGE_LIMIT})
+        page = _get_json(f"{api}?{query}", token, timeout)
+        if isinstance(page, list):  # a hub without pagination sends everything at once
+            yield from page
+            return
+        yield from page["items"]
+        following = page.get("_pagination", {}).get("next")
+        if not following:
+            return
+        offset = int(following["offset"])
+
+
+def _get_json(url: str, token: str, timeout: float) -> Any:
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"token {token}", "Accept": f"{PAGINATION_MEDIA_TYPE}, application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as e:
+        hint = {
+            403: " (the token needs the scopes list:users and read:servers)",
+            404: " (is --hub-url the hub's public URL, including its base_url?)",
+        }.get(e.code, "")
+        raise FleetError(f"GET {_without_query(url)} answered {e.code} {e.reason}{hint}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise FleetError(f"GET {_without_query(url)} failed: {reason}") from None
+    except ValueError as e:
+        raise FleetError(f"GET {_without_query(url)} did not answer JSON: {e}") from None
+
+
+def target_groups(servers: Sequence[Server], hub_url: str, address: str | None = None) -> list[dict[str, Any]]:
+    """File-SD target groups for ``servers``, scraped through the proxy at ``hub_url``.
+
+    ``address`` (``host:port``) overrides the proxy's address taken from
+    ``hub_url``, for a Prometheus that reaches the proxy under another name.
+    """
+    hub = urllib.parse.urlsplit(hub_url)
+    groups = []
+    for server in servers:
+        url = urllib.parse.urlsplit(server.url)
+        # With user subdomains the API gives full URLs; otherwise a path on the hub's host.
+        scheme, netloc = (url.scheme, url.netloc) if url.netloc else (hub.scheme, address or hub.netloc)
+        labels = {
+            "__scheme__": scheme or "http",
+            "__metrics_path__": _with_slash(url.path) + "metrics",
+            "instance": server.instance,
+            "user": server.user,
+        }
+        if server.name:
+            labels["server_name"] = server.name
+        groups.append({"targets": [netloc], "labels": labels})
+    return groups
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Replace ``path`` with ``text`` atomically (Prometheus never reads half a file); False if unchanged."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
+
+
+def update(hub_url: str, token: str, output: Path, address: str | None = None, timeout: float = 30.0) -> str:
+    """List the ready servers once and write ``output``; return a one-line report."""
+    servers = list_ready_servers(hub_url, token, timeout)
+    text = json.dumps(target_groups(servers, hub_url, address), indent=2) + "\n"
+    changed = write_if_changed(output, text)
+    return f"{len(servers)} ready servers -> {output}" + ("" if changed else " (unchanged)")
+
+
+def read_token(token_file: str | None) -> str:
+    """The token from ``token_file``, else from ``$JUPYTERHUB_API_TOKEN`` (set for hub-managed services)."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise FleetError(f"token file {token_file} is empty")
+        return token
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
+    if not token:
+        raise FleetError("no token: give --token-file or set JUPYTERHUB_API_TOKEN")
+    return token
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rucio_metrics.fleet",
+        description="Write a JupyterHub's ready single-user servers as Prometheus file_sd targets, "
+        "scraped through the hub's proxy at <server url>metrics.",
+    )
+    parser.add_argument("--hub-url", required=True, help="the hub's public URL (its proxy), e.g. https://hub.example.org/")
+    parser.add_argument(
+        "--token-file", help="file holding a hub API token with list:users, read:servers and access:servers "
+        "(default: $JUPYTERHUB_API_TOKEN)",
+    )
+    parser.add_argument("--output", required=True, type=Path, help="the file_sd JSON file to write")
+    parser.add_argument("--address", help="host:port Prometheus uses to reach the proxy (default: from --hub-url)")
+    parser.add_argument(
+        "--interval", type=float, default=0, help="seconds between updates; 0 (default) writes once and exits",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the Hub API (default: 30)")
+    args = parser.parse_args(argv)
+
+    while True:
+        try:
+            # Read the token each time, so a rotated token file is picked up.
+            report = update(args.hub_url, read_token(args.token_file), args.output, args.address, args.timeout)
+            print(f"rucio_metrics.fleet: {report}", file=sys.stderr, flush=True)
+        except (FleetError, OSError) as e:
+            print(f"rucio_metrics.fleet: error: {e}", file=sys.stderr, flush=True)
+            if not args.interval:
+                return 1
+            # Keep the last good file: a hub restart must not empty Prometheus' target list.
+        if not args.interval:
+            return 0
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

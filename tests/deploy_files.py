@@ -1,0 +1,185 @@
+"""The shipped deploy/ files, read for the tests (and the demo).
+
+- ``deploy_config``: a shipped Prometheus config made runnable on loopback.
+- ``rule_expressions`` / ``dashboard_expressions``: every PromQL expression
+  in the rules and the Grafana dashboard, the dashboard's variables filled in
+  the way Grafana would for "All".
+- ``metric_names``: the series names an expression reads.
+- ``promtool``: Debian's promtool, run on files or on stdin.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .jupyter_server_process import REPO
+
+DEPLOY = REPO / "deploy"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+SCRAPE_CONFIGS = sorted(PROMETHEUS_DIR.glob("*.yml"))
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+DASHBOARD = DEPLOY / "grafana" / "rucio-jupyterlab.json"
+INTERVAL = "1s"
+
+# rucio_metrics' families, and the outbound ones (exported once rucio_metrics measures calls to Rucio).
+HTTP_FAMILIES = {
+    "rucio_jupyterlab_http_requests_total": "counter",
+    "rucio_jupyterlab_http_request_duration_seconds": "summary or histogram",
+    "rucio_jupyterlab_http_requests_in_progress": "gauge",
+    "rucio_jupyterlab_http_exceptions_total": "counter",
+    "rucio_jupyterlab_http_instrumented_routes": "gauge",
+}
+OUTBOUND_FAMILIES = {
+    "rucio_jupyterlab_rucio_requests_total": "counter",
+    "rucio_jupyterlab_rucio_request_duration_seconds": "summary or histogram",
+}
+_SAMPLE_SUFFIXES = ("", "_sum", "_count", "_bucket")
+
+# What Grafana puts for "All" (allValue) and for $__rate_interval at a 1 s scrape interval.
+DASHBOARD_VARIABLES = {"$__rate_interval": "1m", "$job": ".*", "$instance": ".*", "$handler": ".*"}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def deploy_config(
+    name: str,
+    credentials_file: Path,
+    static_configs: list[dict[str, Any]] | None = None,
+    file_sd: Path | None = None,
+) -> dict[str, Any]:
+    """The shipped ``deploy/prometheus/<name>`` made runnable here.
+
+    Only what is specific to a machine changes: scrape and rule evaluation
+    every second, the rule files by absolute path, the token file, and the
+    targets (``static_configs`` replace the shipped ones; ``file_sd`` replaces
+    the files of ``file_sd_configs``, and stands in for ``kubernetes_sd_configs``,
+    which Debian's Prometheus lacks). Job names, paths, auth and relabelling
+    stay as shipped.
+    """
+    config = copy.deepcopy(load_yaml(PROMETHEUS_DIR / name))
+    config.setdefault("global", {}).update(scrape_interval=INTERVAL, evaluation_interval=INTERVAL)
+    config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config.get("rule_files", [])]
+    for job in config["scrape_configs"]:
+        job["scrape_interval"] = INTERVAL
+        job["scrape_timeout"] = INTERVAL
+        job["authorization"]["credentials_file"] = str(credentials_file)
+        if static_configs is not None and "static_configs" in job:
+            job["static_configs"] = static_configs
+        if file_sd is not None:
+            for sd in job.get("file_sd_configs", []):
+                sd["files"] = [str(file_sd)]
+            if job.pop("kubernetes_sd_configs", None) is not None:
+                job["file_sd_configs"] = [{"files": [str(file_sd)]}]
+    return config
+
+
+def rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped rule files."""
+    return [rule for path in RULE_FILES for group in load_yaml(path)["groups"] for rule in group["rules"]]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def rule_expressions() -> list[tuple[str, str]]:
+    """``(record or alert name, expr)`` of every shipped rule."""
+    return [(rule.get("record") or rule["alert"], rule["expr"]) for rule in rules()]
+
+
+def dashboard() -> Any:
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    """Every panel with queries, also those inside collapsed rows."""
+    panels = []
+    for panel in dashboard()["panels"]:
+        panels.extend(panel.get("panels", []) if panel["type"] == "row" else [panel])
+    return panels
+
+
+def fill_variables(expr: str) -> str:
+    for name in sorted(DASHBOARD_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, DASHBOARD_VARIABLES[name])
+    assert "$" not in expr, f"a dashboard variable is not filled in: {expr}"
+    return expr
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """``(panel title, expr)`` of every dashboard query, variables filled in."""
+    return [(panel["title"], fill_variables(target["expr"])) for panel in dashboard_panels()
+            for target in panel["targets"]]
+
+
+def dashboard_variable_selectors() -> dict[str, str]:
+    """``{variable: series selector}`` of the ``label_values(<selector>, label)`` variables."""
+    selectors = {}
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] == "query":
+            match = re.fullmatch(r"label_values\((.+), *(\w+)\)", variable["query"]["query"])
+            assert match, variable["query"]
+            assert match.group(2) == variable["name"], "a variable lists its own label"
+            selectors[variable["name"]] = fill_variables(match.group(1))
+    return selectors
+
+
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right",
+             "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series names ``expr`` reads (function names, keywords and labels left out).
+
+    >>> sorted(metric_names('sum by (handler) (rate(a_total{x="y"}[5m])) / on (job) b:c > 0.5'))
+    ['a_total', 'b:c']
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range and subquery durations
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", text):
+        name, is_call = match.group(1), match.group(2)
+        if not is_call and name.lower() not in _KEYWORDS:
+            names.add(name)
+    return names
+
+
+def our_series_names() -> set[str]:
+    """The names the rules and the dashboard may read: our families' samples and our recording rules."""
+    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES}
+    return {family + suffix for family in families for suffix in _SAMPLE_SUFFIXES} | recorded_names()
+
+
+def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["promtool", *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+    )
+
+
+OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_")
+
+
+def our_families_only(exposition: str) -> str:
+    """rucio_metrics' families (inbound and outbound) of a /metrics response, with their HELP and TYPE lines.
+
+    jupyter_server's own families are left out: promtool already flags one of
+    them (``terminal_currently_running_total``, a gauge named like a counter).
+    """
+    kept = []
+    for line in exposition.splitlines():
+        name = line.split()[2] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if name.startswith(OUR_PREFIXES):
+            kept.append(line)
+    return "\n".join(kept) + "\n"

@@ -1,0 +1,165 @@
+"""A real Prometheus in a child process, on loopback, with temporary storage.
+
+Test equipment (also used by the demo): Debian's ``prometheus`` binary on a
+random 127.0.0.1 port, its storage in a temporary folder, stopped on exit.
+Give it a configuration made from a shipped file (``deploy_files.deploy_config``)
+so the tests run what operators install.
+
+    with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, targets)) as prometheus:
+        prometheus.wait_for_scrapes_after(time.time())
+        prometheus.values("sum by (handler) (rucio_jupyterlab_http_requests_total)", "handler")
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from .jupyter_server_process import free_port
+
+
+class PrometheusError(Exception):
+    """Prometheus answered a query with an error."""
+
+
+class PrometheusProcess:
+    """``prometheus`` on 127.0.0.1 with ``config`` and temporary storage; stopped on exit."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="rucio-metrics-prometheus-"))
+        self.log_path = self.root / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.session.trust_env = False  # loopback only, never through an HTTP proxy
+
+    def __enter__(self) -> PrometheusProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        config_file = self.root / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        command = [
+            "prometheus",
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h",
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited early:\n{self.log()}")
+            try:
+                if self.session.get(self.url + "-/ready", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"prometheus was not ready within 30 s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.session.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def api(self, path: str, **params: Any) -> Any:
+        """``GET /api/v1/<path>``'s ``data``; raises ``PrometheusError`` with Prometheus' message on error."""
+        response = self.session.get(self.url + "api/v1/" + path, params=params, timeout=30)
+        body = response.json()
+        if body.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query; the result vector (or a scalar/string wrapped in a list)."""
+        data = self.api("query", query=expr)
+        return data["result"] if data["resultType"] in ("vector", "matrix") else [{"value": data["result"]}]
+
+    def values(self, expr: str, *by: str) -> dict[tuple[str, ...], float]:
+        """An instant query as ``{(label values of by...): value}``."""
+        return {
+            tuple(r["metric"].get(label, "") for label in by): float(r["value"][1]) for r in self.query(expr)
+        }
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self.api("targets", state="active")["activeTargets"])
+
+    def wait_for_targets(self, count: int, seconds: float = 30) -> list[dict[str, Any]]:
+        """Wait until ``count`` targets are discovered and every one has been scraped."""
+        deadline = time.monotonic() + seconds
+        targets: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            targets = self.targets()
+            if len(targets) == count and all(t["health"] != "unknown" for t in targets):
+                return targets
+            time.sleep(0.2)
+        raise AssertionError(f"expected {count} scraped targets within {seconds} s, got {targets}\n{self.log()}")
+
+    def wait_for_scrapes_after(self, since: float, seconds: float = 30) -> list[dict[str, Any]]:
+        """Wait until every target has been scraped, successfully, after the wall-clock time ``since``."""
+        deadline = time.monotonic() + seconds
+        targets: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            targets = self.targets()
+            if targets and all(_scraped_after(t, since) for t in targets):
+                bad = [t for t in targets if t["health"] != "up"]
+                if bad:
+                    raise AssertionError(f"scrape failed: {bad}")
+                return targets
+            time.sleep(0.2)
+        raise AssertionError(f"no scrape of every target after {since} within {seconds} s: {targets}")
+
+    def wait_for_rule_evaluation_after(self, since: float, seconds: float = 30) -> list[dict[str, Any]]:
+        """Wait until every rule group has been evaluated after ``since``; return the groups."""
+        deadline = time.monotonic() + seconds
+        groups: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            groups = self.api("rules")["groups"]
+            if groups and all(_timestamp(g["lastEvaluation"]) > since for g in groups):
+                return groups
+            time.sleep(0.2)
+        raise AssertionError(f"rules were not evaluated after {since} within {seconds} s: {groups}")
+
+
+def _scraped_after(target: dict[str, Any], since: float) -> bool:
+    return _timestamp(target["lastScrape"]) > since
+
+
+def _timestamp(rfc3339: str) -> float:
+    """Prometheus' RFC 3339 time (nanosecond fraction, "Z" or an offset) as a Unix time; 0 for "never"."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", rfc3339)
+    if not match or match.group(1).startswith("0001-"):
+        return 0.0
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + zone).timestamp() + float(match.group(2) or 0)

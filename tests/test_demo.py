@@ -1,0 +1,45 @@
+"""The README's main job, scripts/demo.py: raw series and, after them, the same counts through Prometheus."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+
+from .jupyter_server_process import REPO
+
+SECTION = "Prometheus, after its next scrape: "
+
+
+def summed(pattern: str, text: str) -> Counter[tuple[str, ...]]:
+    """Raw exposition lines matching ``pattern`` (label groups, then the value), summed by those labels."""
+    totals: Counter[tuple[str, ...]] = Counter()
+    for *labels, value in re.findall(pattern, text):
+        totals[tuple(labels)] += int(float(value))
+    return totals
+
+
+def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py")], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    raw, inbound, outbound = done.stdout.split(SECTION)
+    assert "scraping it with deploy/prometheus/jupyter-server.yml" in raw
+    assert inbound.startswith("sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)")
+    assert outbound.startswith("sum by (rucio_instance, operation, outcome) (rucio_jupyterlab_rucio_requests_total)")
+
+    raw_inbound = summed(
+        r'rucio_jupyterlab_http_requests_total\{handler="([^"]+)",method="\w+",status_code="(\d+)"\} (\S+)', raw
+    )
+    promql_inbound = summed(r'\{handler="([^"]+)",status_code="(\d+)"\} (\d+)', inbound)
+    assert len(raw_inbound) > 10
+    assert promql_inbound == raw_inbound
+
+    raw_outbound = summed(
+        r'rucio_jupyterlab_rucio_requests_total\{instance="(\w+)",operation="(\w+)",outcome="(\w+)"\} (\S+)', raw
+    )
+    promql_outbound = summed(r'\{operation="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', outbound)
+    assert {("atlas", "get_scopes", "5xx"), ("cms", "get_files", "2xx")} <= set(raw_outbound)
+    assert {(i, o, r): n for (o, r, i), n in promql_outbound.items()} == dict(raw_outbound)

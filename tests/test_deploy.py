@@ -1,0 +1,250 @@
+"""The shipped deploy/ files on their own: promtool checks, rule unit tests, dashboard content.
+
+The live side (a real Prometheus running these files against real servers)
+is in test_prometheus.py and test_fleet.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .deploy_files import (
+    DASHBOARD,
+    HTTP_FAMILIES,
+    PROMETHEUS_DIR,
+    RULE_FILES,
+    RULE_TESTS,
+    SCRAPE_CONFIGS,
+    dashboard,
+    dashboard_expressions,
+    dashboard_panels,
+    deploy_config,
+    load_yaml,
+    metric_names,
+    our_series_names,
+    promtool,
+    recorded_names,
+    rule_expressions,
+    rules,
+)
+from .jupyter_server_process import REPO
+
+# Debian's Prometheus is built without Kubernetes discovery (removed by Debian
+# since 1.5 for its client library's dependencies), so its promtool rejects
+# the field itself. Everything else in that file is checked with it.
+KUBERNETES_SD_MISSING = "field kubernetes_sd_configs not found in type config.ScrapeConfig"
+
+
+def config_ids(paths: list[Path]) -> list[str]:
+    return [p.name for p in paths]
+
+
+def test_the_deploy_folder_has_what_the_readme_lists() -> None:
+    assert config_ids(SCRAPE_CONFIGS) == ["jupyter-server.yml", "jupyterhub-fleet.yml", "zero-to-jupyterhub.yml"]
+    assert config_ids(RULE_FILES) == ["rucio-jupyterlab-alerts.yml", "rucio-jupyterlab-recording.yml"]
+    assert config_ids(RULE_TESTS) == ["rucio-jupyterlab-rules-test.yml"]
+
+
+@pytest.mark.parametrize("config", SCRAPE_CONFIGS, ids=config_ids(SCRAPE_CONFIGS))
+def test_promtool_check_config_syntax_of_the_shipped_file(config: Path) -> None:
+    result = promtool("check", "config", "--syntax-only", config.name, cwd=PROMETHEUS_DIR)
+    output = result.stdout + result.stderr
+    if "kubernetes_sd_configs" in config.read_text() and KUBERNETES_SD_MISSING in output:
+        return  # Debian's build; see test_promtool_check_config_in_full for the rest of the file
+    assert result.returncode == 0, output
+    assert f"SUCCESS: {config.name} is valid prometheus config file syntax" in output
+
+
+@pytest.mark.parametrize("config", SCRAPE_CONFIGS, ids=config_ids(SCRAPE_CONFIGS))
+def test_promtool_check_config_in_full(config: Path, tmp_path: Path) -> None:
+    # Full check: also the rule files it names and the token file. In a copy of
+    # deploy/prometheus/, so the rule files resolve relative to the config as
+    # shipped; only the token and targets paths change (and a Kubernetes
+    # discovery becomes a file discovery).
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_DIR, copy)
+    token = tmp_path / "token"
+    token.write_text("a-token")
+    targets = tmp_path / "targets.json"
+    targets.write_text("[]")
+    runnable = deploy_config(config.name, token, file_sd=targets)
+    runnable["rule_files"] = load_yaml(config)["rule_files"]
+    assert all(not Path(f).is_absolute() for f in runnable["rule_files"])
+    (copy / config.name).write_text(yaml.safe_dump(runnable))
+    result = promtool("check", "config", config.name, cwd=copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
+    for rule_file in RULE_FILES:
+        rule_count = sum(len(group["rules"]) for group in load_yaml(rule_file)["groups"])
+        assert f"Checking rules/{rule_file.name}\n  SUCCESS: {rule_count} rules found" in result.stdout
+
+
+def test_promtool_check_rules() -> None:
+    result = promtool("check", "rules", *[str(p) for p in RULE_FILES])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout  # alerts
+    assert "SUCCESS: 9 rules found" in result.stdout  # recording
+
+
+@pytest.mark.parametrize("test_file", RULE_TESTS, ids=config_ids(RULE_TESTS))
+def test_promtool_test_rules(test_file: Path) -> None:
+    result = promtool("test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_the_rule_tests_cover_every_rule() -> None:
+    tested_parts = []
+    for test_file in RULE_TESTS:
+        for case in load_yaml(test_file)["tests"]:
+            tested_parts += [t["expr"] for t in case.get("promql_expr_test", [])]
+            tested_parts += [t["alertname"] for t in case.get("alert_rule_test", [])]
+    tested = " ".join(tested_parts)
+    untested = [
+        name for name, _ in rule_expressions() if not re.search(rf"(?<![\w:]){re.escape(name)}(?![\w:])", tested)
+    ]
+    assert untested == []
+
+
+def test_recording_rule_names_say_what_they_aggregate() -> None:
+    # Prometheus' convention level:metric:operations, the level being the "by" labels.
+    for rule in rules():
+        if "record" not in rule:
+            continue
+        level, metric, operations = rule["record"].split(":")
+        by = re.search(r"sum by \(([^)]*)\)", rule["expr"])
+        assert by, rule["record"]
+        assert level == "_".join(label for label in re.split(r",\s*", by.group(1)) if label != "le"), rule["record"]
+        assert metric.startswith(("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_"))
+        assert not metric.endswith("_total")
+        assert operations.endswith("5m")
+
+
+def test_rules_read_only_our_series_and_up() -> None:
+    for name, expr in rule_expressions():
+        assert metric_names(expr) <= our_series_names() | {"up"}, name
+
+
+def test_alerts_have_a_severity_and_text() -> None:
+    alerts = [rule for rule in rules() if "alert" in rule]
+    assert [a["alert"] for a in alerts] == [
+        "RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented", "RucioJupyterLabSlowRequests",
+        "RucioJupyterLabRucioCallsFailing",
+    ]
+    for alert in alerts:
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["for"]
+        assert set(alert["annotations"]) == {"summary", "description"}
+
+
+# A Kubernetes equality-based selector: key=value[,key!=value...]
+_SELECTOR = r"[\w./-]+(!?=|==)[\w.-]*(,[\w./-]+(!?=|==)[\w.-]*)*"
+
+
+def kubernetes_sd_problems(sd: dict[str, Any]) -> list[str]:
+    """What upstream Prometheus' kubernetes_sd_config validation would reject (discovery/kubernetes)."""
+    allowed_keys = {"api_server", "role", "kubeconfig_file", "namespaces", "selectors", "attach_metadata",
+                    "basic_auth", "authorization", "oauth2", "tls_config", "proxy_url", "follow_redirects"}
+    allowed_selectors = {"pod": {"pod"}, "service": {"service"}, "node": {"node"}, "ingress": {"ingress"},
+                         "endpoints": {"pod", "service", "endpoints"},
+                         "endpointslice": {"pod", "service", "endpointslice"}}
+    problems = [f"unknown key {key}" for key in sd if key not in allowed_keys]
+    role = sd.get("role")
+    if role not in allowed_selectors:
+        problems.append(f"role {role!r}")
+        return problems
+    namespace_keys = {"names", "own_namespace"}
+    problems += [f"unknown namespaces key {key}" for key in sd.get("namespaces", {}) if key not in namespace_keys]
+    seen = set()
+    for selector in sd.get("selectors", []):
+        if selector["role"] in seen:
+            problems.append(f"duplicated selector role {selector['role']}")
+        seen.add(selector["role"])
+        if selector["role"] not in allowed_selectors[role]:
+            problems.append(f"{role} role supports only {allowed_selectors[role]} selectors")
+        for kind in ("label", "field"):
+            if kind in selector and not re.fullmatch(_SELECTOR, selector[kind]):
+                problems.append(f"{kind} selector {selector[kind]!r}")
+    return problems
+
+
+def test_zero_to_jupyterhub_pod_discovery_is_what_upstream_accepts() -> None:
+    [job] = load_yaml(PROMETHEUS_DIR / "zero-to-jupyterhub.yml")["scrape_configs"]
+    [sd] = job["kubernetes_sd_configs"]
+    assert kubernetes_sd_problems(sd) == []
+    assert sd["role"] == "pod" and sd["selectors"] == [{"role": "pod", "label": "component=singleuser-server"}]
+    # The validator itself rejects what upstream rejects.
+    assert kubernetes_sd_problems({"role": "pod", "selectors": [{"role": "service", "label": "a=b"}]})
+    assert kubernetes_sd_problems({"role": "pods"})
+    # The meta labels the relabelling reads are the ones pod discovery sets for KubeSpawner's pods.
+    meta = {label for rule in job["relabel_configs"] for label in rule.get("source_labels", [])}
+    assert meta == {
+        "__meta_kubernetes_pod_phase", "__meta_kubernetes_pod_container_port_name",
+        "__meta_kubernetes_pod_annotation_hub_jupyter_org_username",
+        "__meta_kubernetes_pod_annotation_hub_jupyter_org_servername",
+        "__meta_kubernetes_namespace", "__meta_kubernetes_pod_name",
+    }
+
+
+def test_dashboard_variables() -> None:
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "instance", "handler"]
+    for name in ("job", "instance", "handler"):
+        assert variables[name]["multi"] and variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+    assert all('instance=~"$instance"' in e and 'handler=~"$handler"' in e
+               for p in dashboard_panels() for e in (t["expr"] for t in p["targets"])
+               if "rucio_jupyterlab_http_requests_total" in e)
+
+
+def test_dashboard_reads_only_our_metrics_and_rules() -> None:
+    used: set[str] = set()
+    for title, expr in dashboard_expressions():
+        names = metric_names(expr)
+        assert names, title
+        assert names <= our_series_names(), f"{title}: {names - our_series_names()}"
+        used |= names
+    # Every inbound family and every recording rule is on the dashboard.
+    for family in HTTP_FAMILIES:
+        assert any(name.startswith(family) for name in used), family
+    assert recorded_names() <= used
+
+
+def test_dashboard_panels_are_well_formed() -> None:
+    panels = dashboard()["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = [p["title"] for p in dashboard_panels()]
+    for needed in ("Request rate by route", "Errors by status", "Mean latency by route",
+                   "p95 latency by route (histogram only)", "Exceptions by class", "Requests in progress by route"):
+        assert needed in titles
+    for panel in dashboard_panels():
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert set(panel["gridPos"]) == {"x", "y", "w", "h"} and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        assert [t["refId"] for t in panel["targets"]] == [chr(ord("A") + i) for i in range(len(panel["targets"]))]
+
+
+def test_readme_lists_every_deploy_file_rule_and_alert() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
+    for path in [*SCRAPE_CONFIGS, *RULE_FILES, *RULE_TESTS, DASHBOARD]:
+        assert f"`{path.relative_to(REPO)}`" in section, path
+    rule_rows = re.findall(r"^\| `([\w:]+)` \|", section, re.M)
+    assert sorted(rule_rows) == sorted(name for name, _ in rule_expressions())
+    fleet_part = section.split("### A JupyterHub fleet")[1].split("### Zero to JupyterHub")[0]
+    assert set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", fleet_part)) <= FLEET_FLAGS
+
+
+FLEET_FLAGS = {"--hub-url", "--token-file", "--output", "--address", "--interval", "--timeout"}
+
+
+def test_fleet_helper_has_the_flags_the_readme_shows() -> None:
+    result = subprocess.run([sys.executable, "-m", "rucio_metrics.fleet", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=60, check=True)
+    assert set(re.findall(r"(--[a-z-]+)", result.stdout)) - {"--help"} == FLEET_FLAGS
