@@ -14,25 +14,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from .child_process import ChildProcess, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "rucio-metrics-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unreachable_rucio_instance(name: str = "atlas") -> dict[str, Any]:
@@ -48,8 +40,10 @@ def unreachable_rucio_instance(name: str = "atlas") -> dict[str, Any]:
     }
 
 
-class JupyterServerProcess:
+class JupyterServerProcess(ChildProcess):
     """``jupyter server`` with rucio-jupyterlab and rucio_metrics; stopped on exit."""
+
+    name = "jupyter server"
 
     def __init__(
         self,
@@ -60,10 +54,9 @@ class JupyterServerProcess:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
+        super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="rucio-metrics-server-"))
-        self.log_path = self.root / "server.log"
         config: dict[str, Any] = {
             "ServerApp": {
                 "jpserver_extensions": {"rucio_jupyterlab.server": True, "rucio_metrics": True, **(extensions or {})},
@@ -75,16 +68,7 @@ class JupyterServerProcess:
         self.config = config
         self.args = args or []
         self.env = env or {}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {TOKEN}"
-
-    def __enter__(self) -> JupyterServerProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         home = self.root / "home"
@@ -110,34 +94,13 @@ class JupyterServerProcess:
             f"--ServerApp.root_dir={self.root / 'notebooks'}",
             *self.args,
         ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter server exited early:\n{self.log()}")
-            try:
-                if self.session.get(self.url("api/status"), timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"jupyter server did not answer within 60 s:\n{self.log()}")
+        self.start_and_wait(
+            command, env, lambda: self.session.get(self.url("api/status"), timeout=2).status_code == 200, 60
+        )
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.session.close()
+    def clean_up(self) -> None:
+        # The folder keeps the server's log for a failing test to show; HOME holds its Rucio cache.
         shutil.rmtree(self.root / "home", ignore_errors=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_url}{path.lstrip('/')}"

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,7 +29,8 @@ from typing import Any
 
 import requests
 
-from .jupyter_server_process import REPO, free_port
+from .child_process import ChildProcess, free_port
+from .jupyter_server_process import REPO
 
 ADMIN_TOKEN = "rucio-metrics-test-hub-admin-token"
 PROMETHEUS_TOKEN = "rucio-metrics-test-hub-prometheus-token"
@@ -72,29 +70,21 @@ c.JupyterHub.load_roles = [
 """
 
 
-class JupyterHubProcess:
+class JupyterHubProcess(ChildProcess):
     """``jupyterhub`` with its proxy on 127.0.0.1 random ports; stopped (servers too) on exit."""
 
+    name = "jupyterhub"
+    stop_seconds = 30.0
+
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="rucio-metrics-hub-"))
+        super().__init__("rucio-metrics-hub-", "hub.log")
         self.port = free_port()  # the proxy's public port: everything goes through here
-        self.log_path = self.root / "hub.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
-        self.session.trust_env = False  # loopback only, never through an HTTP proxy
         self.session.headers["Authorization"] = f"token {ADMIN_TOKEN}"
 
     @property
     def url(self) -> str:
         """The hub's public URL (its proxy)."""
         return f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self) -> JupyterHubProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         config_dir = self.root / "server-config"
@@ -128,30 +118,14 @@ class JupyterHubProcess:
         config_file = self.root / "jupyterhub_config.py"
         config_file.write_text(_CONFIG.format(settings=json.dumps(settings)))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "CONFIGPROXY"))}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", str(config_file)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-            )
-        try:
-            self._wait(lambda: self.api("GET", "").status_code == 200, 60, "the hub did not answer")
-        except BaseException:
-            self.stop()
-            raise
+        self.start_and_wait([sys.executable, "-m", "jupyterhub", "-f", str(config_file)], env,
+                            lambda: self.api("GET", "").status_code == 200, 60)
 
-    def stop(self) -> None:
-        """Stop the hub (it stops its servers and its proxy), then anything left of them."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    def clean_up(self) -> None:
+        """The hub stops its servers and its proxy; stop anything left of them, then remove the folder."""
         for pid in self._child_pids():
             _kill(pid)
-        self.session.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        super().clean_up()
 
     def _child_pids(self) -> list[int]:
         """The proxy's and the single-user servers' pids, as the hub recorded them."""
@@ -170,9 +144,6 @@ class JupyterHubProcess:
                     if pid:
                         pids.append(int(pid))
         return pids
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """A Hub REST API call, as the admin service."""
@@ -198,21 +169,10 @@ class JupyterHubProcess:
             if response.status_code not in (201, 202):
                 raise RuntimeError(f"starting {name}'s server answered {response.status_code}: {response.text}")
         for name in names:
-            self._wait(lambda name=name: self.api("GET", f"users/{name}").json()["servers"].get("", {}).get("ready"),
-                       90, f"{name}'s server did not become ready")
-
-    def _wait(self, ready: Any, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited early:\n{self.log()[-6000:]}")
-            try:
-                if ready():
-                    return
-            except (requests.ConnectionError, KeyError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{what} within {seconds:.0f} s:\n{self.log()[-6000:]}")
+            self.wait_until(
+                lambda name=name: self.api("GET", f"users/{name}").json()["servers"].get("", {}).get("ready"),
+                90, f"{name}'s server did not become ready",
+            )
 
 
 def _kill(pid: int) -> None:

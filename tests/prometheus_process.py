@@ -12,43 +12,31 @@ so the tests run what operators install.
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
-from .jupyter_server_process import free_port
+from .child_process import ChildProcess, free_port
 
 
 class PrometheusError(Exception):
     """Prometheus answered a query with an error."""
 
 
-class PrometheusProcess:
+class PrometheusProcess(ChildProcess):
     """``prometheus`` on 127.0.0.1 with ``config`` and temporary storage; stopped on exit."""
 
+    name = "prometheus"
+    stop_seconds = 15.0
+
     def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__("rucio-metrics-prometheus-", "prometheus.log")
         self.config = config
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="rucio-metrics-prometheus-"))
-        self.log_path = self.root / "prometheus.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.session = requests.Session()
-        self.session.trust_env = False  # loopback only, never through an HTTP proxy
-
-    def __enter__(self) -> PrometheusProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -64,34 +52,9 @@ class PrometheusProcess:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--storage.tsdb.retention.time=1h",
         ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited early:\n{self.log()}")
-            try:
-                if self.session.get(self.url + "-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"prometheus was not ready within 30 s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.session.close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        self.start_and_wait(
+            command, dict(os.environ), lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200, 30
+        )
 
     def api(self, path: str, **params: Any) -> Any:
         """``GET /api/v1/<path>``'s ``data``; raises ``PrometheusError`` with Prometheus' message on error."""
