@@ -155,21 +155,22 @@ class RouteMetrics:
     def __init__(self, metrics: Metrics, handler: str) -> None:
         self._metrics = metrics
         self.handler = handler
-        self._methods: dict[str, MethodMetrics] = {}
+        # By label; read without the lock (a known verb is its own label).
+        self.methods: dict[str, MethodMetrics] = {}
         self._lock = threading.Lock()
 
     def method(self, method: str | None) -> MethodMetrics:
         """The numbers for the verb ``method`` as the client sent it (see ``method_label``)."""
         # The cache is keyed by label value, and a known verb is its own label:
         # one dict lookup on the hot path; an unknown verb is never a key.
-        children = self._methods.get(method or "")
+        children = self.methods.get(method or "")
         if children is None:
             label = method_label(method)
             with self._lock:
-                children = self._methods.get(label)
+                children = self.methods.get(label)
                 if children is None:
                     # Created at most once per label: each pair is one series.
-                    children = self._methods[label] = MethodMetrics(self._metrics, self.handler, label)
+                    children = self.methods[label] = MethodMetrics(self._metrics, self.handler, label)
                     self._metrics.method_series.append(children)
         return children
 
