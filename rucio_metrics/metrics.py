@@ -1,4 +1,4 @@
-"""The metric families of rucio_metrics, and cached children for the hot path.
+"""The metric families of rucio_metrics, and the plain numbers behind them.
 
 Every family is created once per registry; a second ``Metrics.on(registry)``
 returns the same object, so loading the extension twice (or two servers in
@@ -14,16 +14,42 @@ counts.
 >>> registry.get_sample_value("rucio_jupyterlab_http_requests_total",
 ...     {"handler": "/rucio-jupyterlab/instances", "method": "GET", "status_code": "200"})
 1.0
+
+A request does not go through prometheus_client's metric objects (each of
+their updates takes a lock and a few calls): it updates a few plain numbers
+of its (handler, method) pair, and ``Metrics.collect`` turns those numbers
+into metric families when the registry is scraped, a custom collector in
+prometheus_client's sense. The exposition is the one prometheus_client's
+``Counter``, ``Summary``, ``Histogram`` and ``Gauge`` would give: the same
+names, help, types, labels, series order and ``_created`` samples.
+
+Why plain numbers are safe here: every update is made by a Tornado handler,
+and jupyter_server's ``/metrics`` handler reads them, all on the server's one
+IOLoop thread, so an update and a read never interleave. Only tests run two
+servers on different threads of one process; they then share these numbers
+under the GIL, where an update can in principle be lost between two threads
+but a read always sees whole numbers. New series are created under a lock.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+from prometheus_client import metrics as _client_metrics
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.utils import INF, floatToGoString
 
 from .config import DEFAULT_BUCKETS
 
@@ -34,78 +60,118 @@ HTTP_PREFIX = "rucio_jupyterlab_http_"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
 OTHER_METHOD = "OTHER"
 
+REQUESTS = HTTP_PREFIX + "requests"
+REQUESTS_HELP = "Requests to the Rucio JupyterLab routes, by route template, method and the status the client got."
+DURATION = HTTP_PREFIX + "request_duration_seconds"
+DURATION_HELP = "Time from the start of a request to its end, by route template and method."
+IN_PROGRESS = HTTP_PREFIX + "requests_in_progress"
+IN_PROGRESS_HELP = "Requests to the Rucio JupyterLab routes being served now."
+EXCEPTIONS = HTTP_PREFIX + "exceptions"
+EXCEPTIONS_HELP = "Uncaught exceptions other than HTTPError in Rucio JupyterLab handlers, by exception class."
+INSTRUMENTED_ROUTES = HTTP_PREFIX + "instrumented_routes"
+INSTRUMENTED_ROUTES_HELP = (
+    "Routes rucio_metrics instruments in this process; 0 means the Rucio extension's routes were not found."
+)
+
 
 def method_label(method: str | None) -> str:
     """The ``method`` label value for an HTTP verb as the client sent it."""
     return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
-class MethodMetrics:
-    """Children of one (handler, method) pair, so a request costs no ``labels()`` call.
+def histogram_bounds(buckets: Sequence[float]) -> list[float]:
+    """Bucket upper bounds as prometheus_client's ``Histogram`` takes them: sorted, ending in +Inf."""
+    bounds = [float(b) for b in buckets]
+    if bounds != sorted(bounds):
+        raise ValueError("Buckets not in sorted order")
+    if bounds and bounds[-1] != INF:
+        bounds.append(INF)
+    if len(bounds) < 2:
+        raise ValueError("Must have at least two buckets")
+    return bounds
 
-    Requests in progress are a plain count, read by the gauge when it is
-    scraped (``Gauge.set_function``): a request then pays no gauge ``inc()``
-    and ``dec()`` with their locks. It is changed only by Tornado handlers,
-    which all run on the server's one IOLoop thread.
+
+def _created_samples() -> bool:
+    # prometheus_client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES,
+    # disable_created_metrics()), read at every scrape as its metrics do.
+    return bool(getattr(_client_metrics, "_use_created", True))
+
+
+class MethodMetrics:
+    """The numbers of one (handler, method) pair: a request updates them and nothing else.
+
+    ``active`` (requests in progress), ``count`` and ``sum`` (the summary),
+    ``buckets`` (the histogram's per-bucket counts, not cumulative; ``None``
+    for a summary), and a count per status and per exception class. They
+    are read by ``Metrics.collect`` when the registry is scraped.
     """
 
-    __slots__ = ("_by_exception", "_by_status", "_handler", "_method", "_metrics", "active", "duration", "in_progress")
+    __slots__ = (
+        "_bounds", "_by_exception", "_by_status", "_metrics", "active", "buckets", "count", "created", "handler",
+        "method", "sum",
+    )
 
     def __init__(self, metrics: Metrics, handler: str, method: str) -> None:
         self._metrics = metrics
-        self._handler = handler
-        self._method = method
+        self.handler = handler
+        self.method = method
         self.active = 0
-        self.in_progress = metrics.in_progress.labels(handler, method)
-        self.in_progress.set_function(lambda: self.active)
-        self.duration = metrics.duration.labels(handler, method)
-        self._by_status: dict[str, Counter] = {}
-        self._by_exception: dict[str, Counter] = {}
+        self.count = 0
+        self.sum = 0.0
+        bounds = metrics.bounds
+        self._bounds = bounds or []
+        self.buckets: list[int] | None = None if bounds is None else [0] * len(bounds)
+        self.created = time.time()
+        self._by_status: dict[str, int] = {}
+        self._by_exception: dict[str, int] = {}
 
     def started(self) -> None:
         self.active += 1
 
     def finished(self, status_code: str, seconds: float) -> None:
         self.active -= 1
-        child = self._by_status.get(status_code)
-        if child is None:
-            child = self._by_status.setdefault(
-                status_code, self._metrics.requests.labels(self._handler, self._method, status_code)
-            )
-        child.inc()
-        self.duration.observe(seconds)
+        self.sum += seconds
+        buckets = self.buckets
+        if buckets is None:
+            self.count += 1
+        else:
+            # The first bound >= seconds: the bucket "le" that bound.
+            buckets[bisect_left(self._bounds, seconds)] += 1
+        try:
+            self._by_status[status_code] += 1
+        except KeyError:
+            self._metrics.new_series(self._by_status, status_code, self, self._metrics.status_series)
 
     def raised(self, exception: str) -> None:
-        child = self._by_exception.get(exception)
-        if child is None:
-            child = self._by_exception.setdefault(
-                exception, self._metrics.exceptions.labels(self._handler, self._method, exception)
-            )
-        child.inc()
+        try:
+            self._by_exception[exception] += 1
+        except KeyError:
+            self._metrics.new_series(self._by_exception, exception, self, self._metrics.exception_series)
 
 
 class RouteMetrics:
-    """The children of one route (one ``handler`` label value), per method."""
+    """The numbers of one route (one ``handler`` label value), per method."""
 
     def __init__(self, metrics: Metrics, handler: str) -> None:
         self._metrics = metrics
         self.handler = handler
-        self._methods: dict[str, MethodMetrics] = {}
+        # By label; read without the lock (a known verb is its own label).
+        self.methods: dict[str, MethodMetrics] = {}
         self._lock = threading.Lock()
 
     def method(self, method: str | None) -> MethodMetrics:
-        """Children for the verb ``method`` as the client sent it (see ``method_label``)."""
+        """The numbers for the verb ``method`` as the client sent it (see ``method_label``)."""
         # The cache is keyed by label value, and a known verb is its own label:
         # one dict lookup on the hot path; an unknown verb is never a key.
-        children = self._methods.get(method or "")
+        children = self.methods.get(method or "")
         if children is None:
             label = method_label(method)
             with self._lock:
-                children = self._methods.get(label)
+                children = self.methods.get(label)
                 if children is None:
-                    # Created at most once per label: a second MethodMetrics
-                    # would take over the in-progress gauge's function.
-                    children = self._methods[label] = MethodMetrics(self._metrics, self.handler, label)
+                    # Created at most once per label: each pair is one series.
+                    children = self.methods[label] = MethodMetrics(self._metrics, self.handler, label)
+                    self._metrics.method_series.append(children)
         return children
 
     def precreate(self, methods: Iterable[str]) -> None:
@@ -114,11 +180,18 @@ class RouteMetrics:
             self.method(method)
 
 
+# A labelled series of a counter: the pair, the label value after handler and
+# method, and when it was created.
+_Series = tuple[MethodMetrics, str, float]
+
+
 class Metrics:
     """All ``rucio_jupyterlab_http_*`` families on one registry.
 
     Use ``Metrics.on(registry)``; the constructor registers the families and
-    raises if they exist already.
+    raises if they exist already. The requests, duration, in-progress and
+    exceptions families come from this object's ``collect``;
+    ``instrumented_routes`` is a prometheus_client ``Gauge``.
     """
 
     _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Metrics]] = weakref.WeakKeyDictionary()
@@ -146,50 +219,94 @@ class Metrics:
         self.registry = registry
         self.latency_metric = latency_metric
         self.buckets = tuple(buckets)
-        self.requests = Counter(
-            HTTP_PREFIX + "requests",
-            "Requests to the Rucio JupyterLab routes, by route template, method and the status the client got.",
-            ["handler", "method", "status_code"],
-            registry=registry,
-        )
-        duration_help = "Time from the start of a request to its end, by route template and method."
-        if latency_metric == "histogram":
-            self.duration: Summary | Histogram = Histogram(
-                HTTP_PREFIX + "request_duration_seconds", duration_help, ["handler", "method"],
-                buckets=self.buckets, registry=registry,
-            )
-        else:
-            self.duration = Summary(
-                HTTP_PREFIX + "request_duration_seconds", duration_help, ["handler", "method"], registry=registry
-            )
-        self.in_progress = Gauge(
-            HTTP_PREFIX + "requests_in_progress",
-            "Requests to the Rucio JupyterLab routes being served now.",
-            ["handler", "method"],
-            registry=registry,
-        )
-        self.exceptions = Counter(
-            HTTP_PREFIX + "exceptions",
-            "Uncaught exceptions other than HTTPError in Rucio JupyterLab handlers, by exception class.",
-            ["handler", "method", "exception"],
-            registry=registry,
-        )
-        self.instrumented_routes = Gauge(
-            HTTP_PREFIX + "instrumented_routes",
-            "Routes rucio_metrics instruments in this process; 0 means the Rucio extension's routes were not found.",
-            registry=registry,
-        )
+        self.bounds = histogram_bounds(self.buckets) if latency_metric == "histogram" else None
+        # The "le" label values, formatted as prometheus_client formats them.
+        self._le = None if self.bounds is None else [str(floatToGoString(b)) for b in self.bounds]  # type: ignore[no-untyped-call]
+        # Series in the order they were created, as prometheus_client lists
+        # children; appended to only, so a scrape may read them from any thread.
+        self.method_series: list[MethodMetrics] = []
+        self.status_series: list[_Series] = []
+        self.exception_series: list[_Series] = []
+        self._series_lock = threading.Lock()
+        registry.register(self)
+        self.instrumented_routes = Gauge(INSTRUMENTED_ROUTES, INSTRUMENTED_ROUTES_HELP, registry=registry)
         self._routes: dict[str, RouteMetrics] = {}
+
+    def new_series(self, counts: dict[str, int], label: str, call: MethodMetrics, series: list[_Series]) -> None:
+        """Count the first ``label`` of ``call`` in ``counts``: a new series, at 1."""
+        with self._series_lock:
+            if label in counts:  # another thread created it meanwhile
+                counts[label] += 1
+            else:
+                counts[label] = 1
+                series.append((call, label, time.time()))
 
     def route_labels(self) -> list[str]:
         """The ``handler`` label of every route instrumented so far."""
         return list(self._routes)
 
     def route(self, handler: str) -> RouteMetrics:
-        """The children of the route labelled ``handler``; counted in ``instrumented_routes``."""
+        """The numbers of the route labelled ``handler``; counted in ``instrumented_routes``."""
         with self._lock:
             route = self._routes.get(handler)
             if route is None:
                 route = self._routes[handler] = RouteMetrics(self, handler)
                 self.instrumented_routes.set(len(self._routes))
             return route
+
+    def _families(self) -> tuple[CounterMetricFamily, Metric, GaugeMetricFamily, CounterMetricFamily]:
+        duration: Metric
+        if self.bounds is None:
+            duration = SummaryMetricFamily(DURATION, DURATION_HELP, labels=("handler", "method"))
+        else:
+            duration = HistogramMetricFamily(DURATION, DURATION_HELP, labels=("handler", "method"))
+        return (
+            CounterMetricFamily(REQUESTS, REQUESTS_HELP, labels=("handler", "method", "status_code")),
+            duration,
+            GaugeMetricFamily(IN_PROGRESS, IN_PROGRESS_HELP, labels=("handler", "method")),
+            CounterMetricFamily(EXCEPTIONS, EXCEPTIONS_HELP, labels=("handler", "method", "exception")),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: the registry reserves their names, so a second registration raises."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        """The families with their samples, as prometheus_client's own metric objects would give them."""
+        created = _created_samples()
+        requests, duration, in_progress, exceptions = self._families()
+        for call, status, when in list(self.status_series):
+            requests.add_metric(
+                (call.handler, call.method, status), float(call._by_status[status]), when if created else None
+            )
+        yield requests
+
+        calls = list(self.method_series)
+        name, bounds, le = duration.name, self.bounds, self._le
+        for call in calls:
+            labels = {"handler": call.handler, "method": call.method}
+            buckets = call.buckets
+            if bounds is None or le is None or buckets is None:
+                duration.add_sample(name + "_count", labels, float(call.count))
+                duration.add_sample(name + "_sum", labels, call.sum)
+            else:
+                cumulative = 0.0
+                for bound, n in zip(le, buckets):
+                    cumulative += n
+                    duration.add_sample(name + "_bucket", {**labels, "le": bound}, cumulative)
+                duration.add_sample(name + "_count", labels, cumulative)
+                if bounds[0] >= 0:
+                    duration.add_sample(name + "_sum", labels, call.sum)
+            if created:
+                duration.add_sample(name + "_created", labels, call.created)
+        yield duration
+
+        for call in calls:
+            in_progress.add_metric((call.handler, call.method), float(call.active))
+        yield in_progress
+
+        for call, exception, when in list(self.exception_series):
+            exceptions.add_metric(
+                (call.handler, call.method, exception), float(call._by_exception[exception]), when if created else None
+            )
+        yield exceptions
