@@ -38,7 +38,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client import metrics as _client_metrics
@@ -185,7 +185,46 @@ class RouteMetrics:
 _Series = tuple[MethodMetrics, str, float]
 
 
-class Metrics:
+_Families = TypeVar("_Families", bound="OncePerRegistry")
+
+
+class OncePerRegistry:
+    """Metric families that exist once per registry: ``on(registry)`` makes them, then finds them.
+
+    Loading the extension twice, or two servers in one process, then never
+    raises a duplicate-registration error and never counts twice.
+    """
+
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, dict[type, OncePerRegistry]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def on(
+        cls: type[_Families],
+        registry: CollectorRegistry = REGISTRY,
+        latency_metric: str = "summary",
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> _Families:
+        """The families on ``registry``, created on first use.
+
+        ``latency_metric`` and ``buckets`` take effect only on first use: a
+        family cannot change type once Prometheus has scraped it.
+        """
+        with OncePerRegistry._instances_lock:
+            made = OncePerRegistry._instances.setdefault(registry, {})
+            families = made.get(cls)
+            if families is None:
+                families = made[cls] = cls(registry, latency_metric, buckets)
+            assert isinstance(families, cls)
+            return families
+
+
+class Metrics(OncePerRegistry):
     """All ``rucio_jupyterlab_http_*`` families on one registry.
 
     Use ``Metrics.on(registry)``; the constructor registers the families and
@@ -194,28 +233,8 @@ class Metrics:
     ``instrumented_routes`` is a prometheus_client ``Gauge``.
     """
 
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Metrics]] = weakref.WeakKeyDictionary()
-    _lock = threading.Lock()
-
-    @classmethod
-    def on(
-        cls,
-        registry: CollectorRegistry = REGISTRY,
-        latency_metric: str = "summary",
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> Metrics:
-        """The metrics on ``registry``, created on first use.
-
-        ``latency_metric`` and ``buckets`` take effect only on first use: a
-        family cannot change type once Prometheus has scraped it.
-        """
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls._by_registry[registry] = cls(registry, latency_metric, buckets)
-            return metrics
-
     def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
+        self._lock = threading.Lock()
         self.registry = registry
         self.latency_metric = latency_metric
         self.buckets = tuple(buckets)

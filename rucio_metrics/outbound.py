@@ -37,11 +37,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, Summary
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 
-from .config import DEFAULT_BUCKETS
+from .metrics import OncePerRegistry
 
 OUTBOUND_PREFIX = "rucio_jupyterlab_rucio_"
 
@@ -109,37 +109,15 @@ class OperationMetrics:
         self.duration.observe(seconds)
 
 
-class OutboundMetrics:
+class OutboundMetrics(OncePerRegistry):
     """The ``rucio_jupyterlab_rucio_*`` families on one registry.
 
     Use ``OutboundMetrics.on(registry)``; the constructor registers the
     families and raises if they exist already.
     """
 
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, OutboundMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock = threading.Lock()
-
-    @classmethod
-    def on(
-        cls,
-        registry: CollectorRegistry = REGISTRY,
-        latency_metric: str = "summary",
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> OutboundMetrics:
-        """The metrics on ``registry``, created on first use.
-
-        ``latency_metric`` and ``buckets`` take effect only on first use, as
-        for the inbound metrics (pass theirs, so both sides have one type).
-        """
-        with cls._lock:
-            metrics = cls._by_registry.get(registry)
-            if metrics is None:
-                metrics = cls._by_registry[registry] = cls(registry, latency_metric, buckets)
-            return metrics
-
     def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
+        self._lock = threading.Lock()
         self.latency_metric = latency_metric
         self.requests = Counter(
             OUTBOUND_PREFIX + "requests",
