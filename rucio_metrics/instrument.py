@@ -36,18 +36,9 @@ CLIENT_CLOSED_REQUEST = "499"
 
 
 class InstrumentedHandler(RequestHandler):
-    """Put in front of a handler class by ``instrumented_class``; not used alone.
-
-    Its ``on_finish`` does not call the handler's: it is used as it is only
-    for handlers whose ``on_finish`` is Tornado's own, which does nothing
-    (rucio-jupyterlab's and jupyter_server's handlers define none), and saves
-    a call per request. Handlers with an ``on_finish`` of their own when they
-    are instrumented get ``_ChainedOnFinish`` in front instead.
-    """
+    """Put in front of a handler class by ``instrumented_class``; not used alone."""
 
     _rucio_metrics_route: ClassVar[RouteMetrics]
-    # The route's MethodMetrics by method label, to find a request's without a call.
-    _rucio_metrics_methods: ClassVar[dict[str, MethodMetrics]]
     _rucio_metrics_call: MethodMetrics | None = None
     _rucio_metrics_start = 0.0
 
@@ -58,8 +49,8 @@ class InstrumentedHandler(RequestHandler):
         start = time.perf_counter() - (elapsed if elapsed > 0.0 else 0.0)
         super().__init__(application, request, **kwargs)
         try:
-            # A known verb is its own label; any other goes through method().
-            call = self._rucio_metrics_methods.get(request.method)
+            # A known verb is its own label, found without a call; any other goes through method().
+            call = self._rucio_metrics_route.methods.get(request.method)
             if call is None:
                 call = self._rucio_metrics_route.method(request.method)
             call.started()
@@ -70,14 +61,10 @@ class InstrumentedHandler(RequestHandler):
         self._rucio_metrics_call = call
 
     def on_finish(self) -> None:
-        # _rucio_metrics_end, inlined: this runs once per request.
-        call = self._rucio_metrics_call
-        if call is not None:
-            self._rucio_metrics_call = None
-            try:
-                call.finished(str(self.get_status()), time.perf_counter() - self._rucio_metrics_start)
-            except Exception:
-                report_failure("finish")
+        try:
+            super().on_finish()
+        finally:
+            self._rucio_metrics_end(str(self.get_status()))
 
     def on_connection_close(self) -> None:
         try:
@@ -109,16 +96,6 @@ class InstrumentedHandler(RequestHandler):
             call.finished(status_code, time.perf_counter() - self._rucio_metrics_start)
         except Exception:
             report_failure("finish")
-
-
-class _ChainedOnFinish(InstrumentedHandler):
-    """For a handler with an ``on_finish`` of its own: run it, then record."""
-
-    def on_finish(self) -> None:
-        try:
-            super(InstrumentedHandler, self).on_finish()
-        finally:
-            InstrumentedHandler.on_finish(self)
 
 
 _subclasses: dict[tuple[type[RequestHandler], RouteMetrics], type[RequestHandler]] = {}
@@ -154,10 +131,8 @@ def instrumented_class(handler_class: type[RequestHandler], route: RouteMetrics)
                 "__qualname__": handler_class.__qualname__,
                 "__doc__": handler_class.__doc__,
                 "_rucio_metrics_route": route,
-                "_rucio_metrics_methods": route.methods,
             }
-            hooks = InstrumentedHandler if handler_class.on_finish is RequestHandler.on_finish else _ChainedOnFinish
-            subclass = type(handler_class.__name__, (hooks, handler_class), namespace)
+            subclass = type(handler_class.__name__, (InstrumentedHandler, handler_class), namespace)
             _subclasses[key] = subclass
     route.precreate(implemented_methods(handler_class))
     return subclass
