@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -80,39 +81,46 @@ class PrometheusProcess(ChildProcess):
 
     def wait_for_targets(self, count: int, seconds: float = 30) -> list[dict[str, Any]]:
         """Wait until ``count`` targets are discovered and every one has been scraped."""
-        deadline = time.monotonic() + seconds
-        targets: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            targets = self.targets()
-            if len(targets) == count and all(t["health"] != "unknown" for t in targets):
-                return targets
-            time.sleep(0.2)
-        raise AssertionError(f"expected {count} scraped targets within {seconds} s, got {targets}\n{self.log()}")
+        return _poll(
+            self.targets, lambda ts: len(ts) == count and all(t["health"] != "unknown" for t in ts), seconds,
+            lambda ts: f"expected {count} scraped targets within {seconds} s, got {ts}\n{self.log()}",
+        )
 
     def wait_for_scrapes_after(self, since: float, seconds: float = 30) -> list[dict[str, Any]]:
         """Wait until every target has been scraped, successfully, after the wall-clock time ``since``."""
-        deadline = time.monotonic() + seconds
-        targets: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            targets = self.targets()
-            if targets and all(_scraped_after(t, since) for t in targets):
-                bad = [t for t in targets if t["health"] != "up"]
-                if bad:
-                    raise AssertionError(f"scrape failed: {bad}")
-                return targets
-            time.sleep(0.2)
-        raise AssertionError(f"no scrape of every target after {since} within {seconds} s: {targets}")
+        targets = _poll(
+            self.targets, lambda ts: bool(ts) and all(_scraped_after(t, since) for t in ts), seconds,
+            lambda ts: f"no scrape of every target after {since} within {seconds} s: {ts}",
+        )
+        bad = [t for t in targets if t["health"] != "up"]
+        if bad:
+            raise AssertionError(f"scrape failed: {bad}")
+        return targets
 
     def wait_for_rule_evaluation_after(self, since: float, seconds: float = 30) -> list[dict[str, Any]]:
         """Wait until every rule group has been evaluated after ``since``; return the groups."""
-        deadline = time.monotonic() + seconds
-        groups: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            groups = self.api("rules")["groups"]
-            if groups and all(_timestamp(g["lastEvaluation"]) > since for g in groups):
-                return groups
-            time.sleep(0.2)
-        raise AssertionError(f"rules were not evaluated after {since} within {seconds} s: {groups}")
+        return _poll(
+            lambda: list(self.api("rules")["groups"]),
+            lambda gs: bool(gs) and all(_timestamp(g["lastEvaluation"]) > since for g in gs), seconds,
+            lambda gs: f"rules were not evaluated after {since} within {seconds} s: {gs}",
+        )
+
+
+def _poll(
+    fetch: Callable[[], list[dict[str, Any]]],
+    done: Callable[[list[dict[str, Any]]], bool],
+    seconds: float,
+    failure: Callable[[list[dict[str, Any]]], str],
+) -> list[dict[str, Any]]:
+    """``fetch()`` every 0.2 s until ``done`` with it; the last value, or AssertionError(``failure(value)``)."""
+    deadline = time.monotonic() + seconds
+    value = fetch()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(failure(value))
+        time.sleep(0.2)
+        value = fetch()
+    return value
 
 
 def _scraped_after(target: dict[str, Any], since: float) -> bool:
