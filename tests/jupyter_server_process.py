@@ -53,6 +53,7 @@ class JupyterServerProcess(ChildProcess):
         extensions: dict[str, bool] | None = None,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -68,6 +69,9 @@ class JupyterServerProcess(ChildProcess):
         self.config = config
         self.args = args or []
         self.env = env or {}
+        # None: this venv's Python with the checkout under test on the path; else an
+        # environment's own Python, which runs whatever rucio_metrics is installed there.
+        self.python = python
         self.session.headers["Authorization"] = f"token {TOKEN}"
 
     def start(self) -> None:
@@ -86,8 +90,11 @@ class JupyterServerProcess(ChildProcess):
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **self.env,
         }
+        if self.python is not None:
+            env.pop("PYTHONPATH")
+            env.pop("VIRTUAL_ENV", None)
         command = [
-            sys.executable, "-m", "jupyter_server",
+            self.python or sys.executable, "-m", "jupyter_server",
             "--allow-root", "--no-browser",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
             f"--ServerApp.base_url={self.base_url}", f"--IdentityProvider.token={TOKEN}",

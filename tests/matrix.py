@@ -1,0 +1,107 @@
+"""The compatibility matrix: which versions rucio_metrics is tested with, in one place.
+
+``scripts/test-matrix`` runs every case in a throwaway environment of its own
+(``tests/matrix_cases.py``); the main suite checks that ``setup.cfg``'s lower
+bounds are the ``LOWEST`` case's pins and that the README's "Supported
+versions" table is ``supported_versions_table()``.
+
+A case pins the four packages rucio_metrics meets at run time. Everything
+else in its environment is whatever pip resolves beside those pins.
+"""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+REPO = Path(__file__).resolve().parent.parent
+
+PACKAGES = ("rucio-jupyterlab", "jupyter_server", "tornado", "prometheus_client")
+
+# The newest release of each when the matrix was last updated.
+NEWEST = {"rucio-jupyterlab": "41.0.0", "jupyter_server": "2.21.1", "tornado": "6.6.1", "prometheus_client": "0.26.0"}
+
+# The oldest releases that install together with a supported rucio-jupyterlab
+# and pass: every rucio-jupyterlab from 1.0 on needs JupyterLab 4, which needs
+# jupyter_server >= 2.4.0 and tornado >= 6.2.
+LOWEST = {"rucio-jupyterlab": "1.4.1", "jupyter_server": "2.4.0", "tornado": "6.2", "prometheus_client": "0.5.0"}
+
+# The rucio-jupyterlab releases tested with the newest of everything else: the
+# last of the 1.x line, and the 40.x and 41.x lines.
+RUCIO_JUPYTERLAB_LINES = ("1.4.1", "40.0.2", "41.0.0")
+
+# The interpreter the matrix runs under (the project's .venv).
+SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One environment: a Python (``SYSTEM`` or a pyenv ``major.minor``) and the four pins."""
+
+    name: str
+    python: str
+    pins: dict[str, str]
+
+    def requirements(self) -> list[str]:
+        return [f"{package}=={version}" for package, version in self.pins.items()]
+
+
+def system_cases() -> list[Case]:
+    """The cases on the interpreter the matrix runs under: each rucio-jupyterlab line, and the lowest pins."""
+    lines = [Case(f"rucio-jupyterlab-{v}", SYSTEM, {**NEWEST, "rucio-jupyterlab": v}) for v in RUCIO_JUPYTERLAB_LINES]
+    return [*lines, Case("lowest", SYSTEM, dict(LOWEST))]
+
+
+def python_cases(minors: list[str]) -> list[Case]:
+    """The newest-versions case on each other interpreter (``"3.12"``...) that ``python_requires`` admits."""
+    return [Case(f"newest-python{minor}", minor, dict(NEWEST)) for minor in minors]
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    return parser
+
+
+def python_requires() -> SpecifierSet:
+    return SpecifierSet(setup_cfg()["options"]["python_requires"])
+
+
+def install_requires() -> dict[str, Requirement]:
+    """``setup.cfg``'s ``install_requires``, by normalised project name."""
+    lines = setup_cfg()["options"]["install_requires"].strip().splitlines()
+    requirements = (Requirement(line.strip()) for line in lines if line.strip())
+    return {normalise(r.name): r for r in requirements}
+
+
+def normalise(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def admitted(minor: str) -> bool:
+    """Whether ``python_requires`` admits Python ``minor`` (``"3.9"``)."""
+    return python_requires().contains(f"{minor}.0")
+
+
+# Python minors the README table claims, each tested by a newest-versions case
+# when pyenv has it, and the system interpreter's by the other cases.
+PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+
+
+def supported_versions_table() -> str:
+    """The README's "Supported versions" table, from the definitions above."""
+    pythons = [p for p in PYTHONS if admitted(p)]
+    rows = [
+        "| package | oldest tested | newest tested | also tested |",
+        "|---|---|---|---|",
+        f"| Python | {pythons[0]} | {pythons[-1]} | {', '.join(pythons[1:-1])} |",
+    ]
+    for package in PACKAGES:
+        others = [v for v in RUCIO_JUPYTERLAB_LINES if v not in (LOWEST[package], NEWEST[package])]
+        also = ", ".join(others) if package == "rucio-jupyterlab" else ""
+        rows.append(f"| {package} | {LOWEST[package]} | {NEWEST[package]} | {also} |")
+    return "\n".join(rows) + "\n"

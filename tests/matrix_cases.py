@@ -1,0 +1,173 @@
+"""The compatibility matrix, run by ``scripts/test-matrix`` (not by the main suite).
+
+Each case of ``tests/matrix.py`` gets a cached virtual environment with its
+pins and rucio_metrics installed from a wheel of this checkout (not
+editable); a real ``jupyter server`` from that environment, with
+rucio-jupyterlab's instances pointing at the Rucio stand-in and at a Rucio
+that does not answer, serves a small fixed mix of requests, and the test
+asserts every counter rucio_metrics exports, ``instrumented_routes``, and a
+server log without rucio_metrics warnings or errors.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from packaging.version import Version
+
+from rucio_metrics.outbound import OPERATIONS
+
+from .interpreters import Interpreter, choose, system
+from .jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
+from .matrix import REPO, SYSTEM, Case, admitted, python_cases, system_cases
+from .matrix_envs import environment, key, pip_env, prune, run
+from .rucio_standin import RucioStandIn, userpass_credentials
+from .test_rucio_routes import Samples, changes, expect, inbound, outbound
+from .test_rucio_routes import key as sample_key
+
+
+def interpreters() -> dict[str, Interpreter]:
+    chosen, _ = choose(admitted)
+    return {SYSTEM: system(), **{i.minor: i for i in chosen}}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        found = interpreters()
+        cases = system_cases() + python_cases([minor for minor in found if minor != SYSTEM])
+        prune({key(c, found[c.python]) for c in cases})
+        metafunc.parametrize("case", cases, ids=[c.name for c in cases])
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheel of this checkout for every case."""
+    out = tmp_path_factory.mktemp("wheel")
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], 600)
+    (built,) = out.glob("rucio_metrics-*.whl")
+    return built
+
+
+@pytest.fixture(scope="session")
+def rucio() -> Iterator[RucioStandIn]:
+    with RucioStandIn() as standin:
+        yield standin
+
+
+def test_interpreters_besides_the_system_one_are_found() -> None:
+    chosen, report = choose(admitted)
+    assert chosen, "\n".join(report)
+
+
+# The warnings and errors rucio_metrics may log in these cases (see the README): none.
+DOCUMENTED_LOG_LINES: tuple[str, ...] = ()
+
+RUCIO_METRICS_PROBLEM = re.compile(r"^\[[WEC] [^\]]*\] .*rucio_metrics|rucio_metrics/\w+\.py", re.M)
+
+
+def the_mix(server: JupyterServerProcess, rucio_jupyterlab: str) -> Samples:
+    """The fixed mix of requests; returns the counters it must add, from zero.
+
+    rucio-jupyterlab 40 added ``RucioAPIHandler.prepare()``, which rejects a
+    call without a namespace (400) or without stored credentials (401)
+    before the verb runs. In 1.4.1 the verb itself answers 400 for the
+    missing namespace, and the call without credentials reaches
+    ``RucioAPI``, whose ``authenticate`` fails before sending anything, and
+    so ``get_scopes`` (both ``error``): a 500.
+    """
+    rejects_in_prepare = Version(rucio_jupyterlab) >= Version("40")
+    no_credentials = 401 if rejects_in_prepare else 500
+    anonymous = requests.Session()
+    anonymous.trust_env = False
+    assert anonymous.get(server.url("rucio-jupyterlab/instances"), timeout=30).status_code == 403
+    assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+    # prepare(): 400 without a namespace, 401 before credentials are stored.
+    assert server.request("GET", "rucio-jupyterlab/list-scopes").status_code == 400
+    response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"})
+    assert response.status_code == no_credentials
+    # The Rucio UI picks an instance and its auth type first (no call to Rucio).
+    assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
+    # Storing credentials logs in to Rucio at once; then a call that goes to Rucio.
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials("atlas")).status_code == 200
+    response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"})
+    assert response.status_code == 200 and response.json()["scopes"] == ["user.alice", "data18", "mc16"]
+    # A Rucio that does not answer: the login fails on the connection.
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials("offline")).status_code == 401
+    return expect(
+        inbound("GET", "instances", 403),
+        inbound("GET", "instances", 200),
+        inbound("PUT", "instances", 200),
+        inbound("GET", "list-scopes", 400),
+        inbound("GET", "list-scopes", no_credentials),
+        {} if rejects_in_prepare else expect(
+            outbound("atlas", "get_scopes", "error"), outbound("atlas", "authenticate", "error")
+        ),
+        inbound("PUT", "auth", 200),
+        inbound("PUT", "auth", 401),
+        inbound("GET", "list-scopes", 200),
+        # The login tried by PUT auth is not kept: the first call logs in again.
+        outbound("atlas", "authenticate", times=2),
+        outbound("atlas", "get_scopes"),
+        outbound("offline", "authenticate", "connection_error"),
+    )
+
+
+def installed_rucio_metrics(python: Path, cwd: Path) -> str:
+    done = subprocess.run(
+        [str(python), "-c", "import rucio_metrics; print(rucio_metrics.__file__)"],
+        capture_output=True, text=True, timeout=60, cwd=cwd, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_case(case: Case, wheel: Path, rucio: RucioStandIn, tmp_path: Path) -> None:
+    interpreter = interpreters()[case.python]
+    start = time.monotonic()
+    with environment(case, interpreter, wheel) as (env, created):
+        ready = time.monotonic() - start
+        assert env.versions(list(case.pins)) == case.pins
+        # The wheel's copy, not the checkout.
+        assert installed_rucio_metrics(env.python, tmp_path).startswith(str(env.root / "lib"))
+        instances = [rucio.instance_config("atlas"), unreachable_rucio_instance("offline")]
+        with JupyterServerProcess(rucio_instances=instances, python=str(env.python)) as server:
+            try:
+                samples = server.samples()
+                assert samples[sample_key("rucio_jupyterlab_http_instrumented_routes")] == 16
+                expected = the_mix(server, case.pins["rucio-jupyterlab"])
+                assert changes(samples, server.samples()) == expected
+            except BaseException:
+                print(server.log()[-6000:])
+                raise
+            log = server.log()
+        problems = [line for line in log.splitlines() if RUCIO_METRICS_PROBLEM.search(line)]
+        assert [line for line in problems if line not in DOCUMENTED_LOG_LINES] == [], log[-6000:]
+        assert "rucio_metrics: instrumented 16 routes" in log
+        assert f"rucio_metrics: measuring calls to Rucio: {', '.join(OPERATIONS)}" in log, log[-6000:]
+    made = f"created in {created:.0f} s" if created else "cached"
+    print(f"\n{case.name} on Python {interpreter.version}: environment {made}, ready in {ready:.0f} s, "
+          f"whole case {time.monotonic() - start:.0f} s")
+
+
+def test_pip_refuses_the_0x_line(wheel: Path, tmp_path: Path) -> None:
+    """rucio-jupyterlab 0.x pins jupyter_server < 2 (it is built for JupyterLab 3); rucio_metrics needs
+    jupyter_server >= 2.4.0, so pip refuses the pair before installing anything. 0.10.0 is the last 0.x."""
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], 120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run(
+        [python, "-m", "pip", "install", str(wheel), "rucio-jupyterlab==0.10.0"],
+        env=pip_env(), capture_output=True, text=True, timeout=600,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "ResolutionImpossible" in output, output
+    assert re.search(r"rucio-jupyterlab 0\.10\.0 depends on jupyter[-_]server<2", output, re.I), output
+    assert "rucio_metrics" not in run([python, "-m", "pip", "list"], 120).replace("-", "_")

@@ -1,0 +1,65 @@
+"""The compatibility matrix and what the project claims agree (the matrix itself: scripts/test-matrix)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .matrix import (
+    LOWEST,
+    PACKAGES,
+    PYTHONS,
+    REPO,
+    admitted,
+    install_requires,
+    python_requires,
+    supported_versions_table,
+)
+
+README = (REPO / "README.md").read_text()
+
+
+def test_setup_cfg_lower_bounds_are_the_lowest_tested_versions():
+    requires = install_requires()
+    for package in PACKAGES:
+        if package == "rucio-jupyterlab":
+            assert "rucio-jupyterlab" not in requires  # not a dependency: see README, Supported versions
+            continue
+        assert str(requires[package.replace("_", "-")].specifier) == f">={LOWEST[package]}", package
+
+
+def test_python_requires_admits_exactly_the_tested_pythons():
+    assert str(python_requires()) == f">={PYTHONS[0]}"
+    assert all(admitted(p) for p in PYTHONS)
+    assert not admitted("3.8")
+
+
+def test_readme_table_is_the_matrix():
+    section = README.split("## Supported versions", 1)[1]
+    table = re.search(r"^\| package .*?\n(?=\n)", section, re.S | re.M)
+    assert table is not None
+    assert table.group(0) == supported_versions_table()
+
+
+def vermin(path: Path) -> subprocess.CompletedProcess[str]:
+    """vermin's verdict on ``path`` against the oldest Python that setup.cfg admits."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "vermin"), "--no-tips", f"--target={PYTHONS[0]}-", "--violations",
+         str(path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+
+
+def test_vermin_finds_nothing_newer_than_python_requires():
+    # A second line of defence beside the matrix's Python cases: the package's
+    # source needs nothing beyond the oldest Python that setup.cfg admits.
+    done = vermin(REPO / "rucio_metrics")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_vermin_flags_newer_syntax(tmp_path):
+    (tmp_path / "newer.py").write_text("def f(x):\n    match x:\n        case 1:\n            return 2\n")
+    done = vermin(tmp_path)
+    assert done.returncode != 0 and "pattern matching requires !2, 3.10" in done.stdout, done.stdout
