@@ -25,6 +25,13 @@ PACKAGES = ("rucio-jupyterlab", "jupyter_server", "tornado", "prometheus_client"
 # The newest release of each when the matrix was last updated.
 NEWEST = {"rucio-jupyterlab": "41.0.0", "jupyter_server": "2.21.1", "tornado": "6.6.1", "prometheus_client": "0.26.0"}
 
+# The newest releases that install on an older Python, where they differ from
+# NEWEST: jupyter_server 2.19 needs Python 3.10 and tornado 6.6 needs 3.11.
+NEWEST_ON = {
+    "3.9": {"jupyter_server": "2.18.2", "tornado": "6.5.10"},
+    "3.10": {"tornado": "6.5.10"},
+}
+
 # The oldest releases that install together with a supported rucio-jupyterlab
 # and pass: every rucio-jupyterlab from 1.0 on needs JupyterLab 4, which needs
 # jupyter_server >= 2.4.0 and tornado >= 6.2.
@@ -50,15 +57,23 @@ class Case:
         return [f"{package}=={version}" for package, version in self.pins.items()]
 
 
-def system_cases() -> list[Case]:
-    """The cases on the interpreter the matrix runs under: each rucio-jupyterlab line, and the lowest pins."""
-    lines = [Case(f"rucio-jupyterlab-{v}", SYSTEM, {**NEWEST, "rucio-jupyterlab": v}) for v in RUCIO_JUPYTERLAB_LINES]
+def newest(minor: str) -> dict[str, str]:
+    """The newest releases that install on Python ``minor`` (``"3.9"``)."""
+    return {**NEWEST, **NEWEST_ON.get(minor, {})}
+
+
+def system_cases(minor: str) -> list[Case]:
+    """The cases on the interpreter the matrix runs under (Python ``minor``): each rucio-jupyterlab line
+    with the newest of the rest, and the lowest pins."""
+    lines = [
+        Case(f"rucio-jupyterlab-{v}", SYSTEM, {**newest(minor), "rucio-jupyterlab": v}) for v in RUCIO_JUPYTERLAB_LINES
+    ]
     return [*lines, Case("lowest", SYSTEM, dict(LOWEST))]
 
 
 def python_cases(minors: list[str]) -> list[Case]:
     """The newest-versions case on each other interpreter (``"3.12"``...) that ``python_requires`` admits."""
-    return [Case(f"newest-python{minor}", minor, dict(NEWEST)) for minor in minors]
+    return [Case(f"newest-python{minor}", minor, newest(minor)) for minor in minors]
 
 
 def setup_cfg() -> configparser.ConfigParser:
@@ -101,7 +116,12 @@ def supported_versions_table() -> str:
         f"| Python | {pythons[0]} | {pythons[-1]} | {', '.join(pythons[1:-1])} |",
     ]
     for package in PACKAGES:
-        others = [v for v in RUCIO_JUPYTERLAB_LINES if v not in (LOWEST[package], NEWEST[package])]
-        also = ", ".join(others) if package == "rucio-jupyterlab" else ""
-        rows.append(f"| {package} | {LOWEST[package]} | {NEWEST[package]} | {also} |")
+        also = [v for v in RUCIO_JUPYTERLAB_LINES if v not in (LOWEST[package], NEWEST[package])]
+        if package != "rucio-jupyterlab":
+            on: dict[str, list[str]] = {}
+            for minor, pins in NEWEST_ON.items():
+                if package in pins and admitted(minor):
+                    on.setdefault(pins[package], []).append(minor)
+            also = [f"{version} (newest on Python {', '.join(minors)})" for version, minors in on.items()]
+        rows.append(f"| {package} | {LOWEST[package]} | {NEWEST[package]} | {', '.join(also)} |")
     return "\n".join(rows) + "\n"

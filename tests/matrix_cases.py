@@ -41,7 +41,7 @@ def interpreters() -> dict[str, Interpreter]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
         found = interpreters()
-        cases = system_cases() + python_cases([minor for minor in found if minor != SYSTEM])
+        cases = system_cases(found[SYSTEM].minor) + python_cases([minor for minor in found if minor != SYSTEM])
         prune({key(c, found[c.python]) for c in cases})
         metafunc.parametrize("case", cases, ids=[c.name for c in cases])
 
