@@ -120,8 +120,10 @@ def create(root: Path, case: Case, interpreter: Interpreter, wheel: Path) -> Non
     deadline = time.monotonic() + CREATE_SECONDS
     run([interpreter.path, "-m", "venv", str(root)], 120)
     log = root / "create.log"
-    remaining = deadline - time.monotonic()
-    run([str(root / "bin" / "python"), "-m", "pip", "install", "-q", *case.requirements(), str(wheel)], remaining, log)
+    python = str(root / "bin" / "python")
+    # The pip an older Python ships (23.0 with 3.9) backtracks for minutes over releases that need a newer Python.
+    run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], deadline - time.monotonic(), log)
+    run([python, "-m", "pip", "install", "-q", *case.requirements(), str(wheel)], deadline - time.monotonic(), log)
     (root / "ready").touch()
 
 
