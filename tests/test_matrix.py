@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from . import matrix_envs
+from .interpreters import Interpreter
 from .matrix import (
     LOWEST,
     PACKAGES,
     PYTHONS,
     REPO,
+    Case,
     admitted,
     install_requires,
     python_requires,
     supported_versions_table,
+    system_cases,
 )
+from .matrix_envs import key
 
 README = (REPO / "README.md").read_text()
 
@@ -63,3 +70,27 @@ def test_vermin_flags_newer_syntax(tmp_path):
     (tmp_path / "newer.py").write_text("def f(x):\n    match x:\n        case 1:\n            return 2\n")
     done = vermin(tmp_path)
     assert done.returncode != 0 and "pattern matching requires !2, 3.10" in done.stdout, done.stdout
+
+
+def test_environment_key_follows_interpreter_and_pins():
+    case = system_cases("3.11")[0]
+    python = Interpreter("/usr/bin/python3", "3.11.2")
+    assert key(case, python) == key(Case(case.name, case.python, dict(case.pins)), python)
+    assert key(case, python) != key(case, Interpreter("/usr/bin/python3", "3.11.9"))
+    assert key(case, python) != key(Case(case.name, case.python, {**case.pins, "tornado": "6.3"}), python)
+    assert key(case, python).startswith(case.name + "-")
+
+
+def test_prune_removes_only_stale_environments(tmp_path, monkeypatch):
+    monkeypatch.setattr(matrix_envs, "CACHE", tmp_path)
+    stale = time.time() - (matrix_envs.PRUNE_AFTER_DAYS + 1) * 86400
+    for name in ("current", "recent", "old", "old-half-made"):
+        (tmp_path / name).mkdir()
+        (tmp_path / f"{name}.lock").touch()
+    for name in ("current", "recent", "old"):
+        (tmp_path / name / "ready").touch()
+    os.utime(tmp_path / "old" / "ready", (stale, stale))
+    os.utime(tmp_path / "current" / "ready", (stale, stale))
+    os.utime(tmp_path / "old-half-made", (stale, stale))
+    assert sorted(matrix_envs.prune({"current"})) == ["old", "old-half-made"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "current.lock", "recent", "recent.lock"]
