@@ -22,8 +22,7 @@ USERNAME = "alice"
 ACCOUNT = "alice"
 DESTINATION_RSE = "SITE_DISK"
 
-# Rucio storage elements, each with a posix `file` protocol under the server's folder. Rucio's
-# generic permission policy lets users register replicas (upload) only on *SCRATCHDISK and the like.
+# Rucio storage elements, each with a posix `file` protocol under the server's folder.
 RSES = {"SITE_DISK": {}, "SITE_TAPE": {"rse_type": "TAPE"}, "SITE_SCRATCHDISK": {}}
 SCOPES = {"user.alice": ACCOUNT, "data18": "root", "mc16": "root"}
 # Files (name: bytes) of scope data18, with the RSE their replica is on.
@@ -77,6 +76,8 @@ def seed(storage: str) -> None:
     client.add_account(ACCOUNT, "USER", "alice@example.org")
     client.add_identity(ACCOUNT, USERNAME, "USERPASS", "alice@example.org",
                         password=os.environ["RUCIO_USER_PASSWORD"])
+    # Rucio's generic permission policy lets only admins mark replicas available, the last step of an upload.
+    client.add_account_attribute(ACCOUNT, "admin", "True")
     for rse, properties in RSES.items():
         client.add_rse(rse, **properties)
         client.add_protocol(rse, protocol(os.path.join(storage, rse) + "/"))
