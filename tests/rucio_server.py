@@ -165,6 +165,8 @@ format = %%(levelname)s [%%(name)s] %%(message)s
 logdir = {self.root / 'logs'}
 loglevel = WARNING
 
+# No [core] geoip_licence_key: sorting replicas by distance then downloads nothing.
+
 [database]
 default = {database}
 
@@ -184,7 +186,6 @@ permission = generic
 schema = generic
 lfn2pfn_algorithm_default = hash
 support = root@example.org
-support_rucio = https://github.com/rucio/rucio/issues/
 
 [client]
 rucio_host = {self.url}
@@ -194,6 +195,7 @@ username = root
 password = {self.root_password}
 account = root
 request_retries = 0
+auth_token_file_path = {self.root / 'client-token' / 'auth_token_for_account_root'}
 """
         self.config_path.touch(mode=0o600)
         self.config_path.write_text(config)

@@ -22,6 +22,7 @@ route uses is reached.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -554,3 +555,14 @@ def test_passwords_are_in_no_log(rucio: RucioServer, server: JupyterServerProces
         assert password not in server.log()
         assert password not in rucio.log()
 
+
+
+def test_a_rucio_server_that_cannot_start_says_why() -> None:
+    # Its port is taken: Flask's server exits, and the error carries the server's log.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        rucio = RucioServer()
+        rucio.port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=r"(?s)^rucio server exited early:\n.*Address already in use"):
+            rucio.start()
+    assert not rucio.root.exists()
