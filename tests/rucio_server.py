@@ -8,7 +8,7 @@ lives in its own virtual environment, ``.venv-rucio``, set up by
 rucio.cfg, an SQLite database, its storage (posix RSEs) and its log, a free
 port, and Flask's own server; it is seeded with the fixture data of
 ``rucio_server_setup.py`` through Rucio's own client. No Rucio daemons run:
-a rule that needs a transfer stays ``REPLICATING`` (``finish_transfers`` plays
+a rule that needs a transfer stays ``REPLICATING`` (``finish_transfer`` plays
 the transfer). Passwords are made up per server and never printed or logged.
 
     with RucioServer() as rucio:
@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import subprocess
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,28 +76,35 @@ class RucioServer(ChildProcess):
         python = rucio_python()
         self._write_config()
         try:
+            # The server starts while the schema is made: it opens the database on its first query.
+            self._spawn_server()
             self._set_up(python, "database")
-            self.serve()
+            self._wait_for_ping()
             self._set_up(python, "seed", str(self.root / "storage"), RUCIO_USER_PASSWORD=self.password)
         except BaseException:
             self.stop()
             raise
 
     def serve(self) -> None:
-        """Start (or restart, keeping the database) the REST server; wait until ``GET /ping`` answers."""
+        """Start the REST server again (its database kept); wait until ``GET /ping`` answers."""
+        self._spawn_server()
+        self._wait_for_ping()
+
+    def _spawn_server(self) -> None:
         command = [
             str(VENV / "bin" / "flask"), "--app", "rucio.web.rest.flaskapi.v1.main:application",
             "run", "--host", "127.0.0.1", "--port", str(self.port), "--no-reload", "--no-debugger",
         ]
+        with open(self.log_path, "ab") as log:  # appends: a restart keeps the access log so far
+            self.process = subprocess.Popen(command, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.root)
 
+    def _wait_for_ping(self) -> None:
         def ping() -> bool:
             response = self.session.get(f"{self.url}/ping", timeout=2)
             self.version = response.json()["version"]
             return response.status_code == 200
 
-        with open(self.log_path, "ab") as log:  # appends: a restart keeps the access log so far
-            self.process = subprocess.Popen(command, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.root)
         self.wait_until(ping, 60, f"{self.name} did not answer GET /ping")
 
     def halt(self) -> None:
@@ -238,7 +244,3 @@ auth_token_file_path = {self.root / 'client-token' / 'auth_token_for_account_roo
             for m in map(ACCESS_LINE.match, COLOURS.sub("", self.log()).splitlines()) if m
         ]
 
-
-def status_classes(entries: list[tuple[str, str, int]]) -> Counter[str]:
-    """Access log entries counted by status class: ``"2xx"``, ``"3xx"``, ..."""
-    return Counter(f"{status // 100}xx" for _, _, status in entries)

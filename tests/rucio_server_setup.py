@@ -61,8 +61,12 @@ def protocol(prefix: str) -> dict[str, Any]:
 
 
 def database() -> None:
+    from rucio.db.sqla.session import get_engine
     from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
 
+    # SQLite's write-ahead log lets the server's threads read while one writes (concurrent uploads).
+    with get_engine().connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     build_database()
     create_base_vo()
     create_root_account()
