@@ -16,6 +16,7 @@ from .instrument import instrument_app
 from .instrument import log as instrument_log
 from .metrics import Metrics
 from .outbound import load_outbound
+from .scrape_path import route_prometheus_spelling
 
 # Apps whose add_handlers already re-instruments, so a second load does not wrap twice.
 _hooked_apps: weakref.WeakSet[Application] = weakref.WeakSet()
@@ -54,6 +55,16 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
                 "rucio_metrics: no routes under %s yet; routes added later will be instrumented",
                 ", ".join(prefixes),
             )
+        try:
+            alias = route_prometheus_spelling(web_app, base_url)
+        except Exception:
+            log.warning("rucio_metrics: could not route the metrics endpoint at Prometheus' spelling", exc_info=True)
+        else:
+            if alias:
+                log.info(
+                    "rucio_metrics: %smetrics also answers at %s, the path Prometheus requests for it",
+                    base_url, alias,
+                )
         if options.outbound_enabled:
             # The same duration type and buckets as the inbound side, so the two compare directly.
             load_outbound(registry, metrics.latency_metric, metrics.buckets, serverapp.config, log)
