@@ -155,3 +155,22 @@ async def test_a_second_load_warns_for_every_option_it_cannot_change(jp_serverap
         "rucio_metrics: RucioMetrics.enabled = False is ignored for the routes already instrumented: "
         "they stay measured until the server restarts",
     ]
+
+
+async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_serverapp, caplog, monkeypatch):
+    def broken(*args: object) -> list[str]:
+        raise RuntimeError("walk failed")
+
+    registry = CollectorRegistry()
+    monkeypatch.setattr("rucio_metrics.extension.instrument_app", broken)
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert load(jp_serverapp, registry) is not None
+    finally:
+        monkeypatch.undo()
+        load(jp_serverapp)  # the hook back to the global registry
+    # 0 with the server up: the RoutesNotInstrumented alert's condition.
+    assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "rucio_metrics: instrumenting the routes failed; requests are served unmeasured",
+    ]
