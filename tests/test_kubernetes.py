@@ -29,6 +29,7 @@ from .deploy_files import (
     Z2JH_VALUES,
     kubernetes_objects,
     load_yaml,
+    podmonitor_scrape_config,
     promtool,
 )
 from .jupyter_server_process import REPO
@@ -202,6 +203,23 @@ def test_the_podmonitor_selects_the_pods_the_z2jh_scrape_config_does(objects: di
     assert set(endpoint) == {"port", "interval", "authorization", "relabelings", "metricRelabelings"}
     # jupyter_server takes "Authorization: Bearer <token>"; the raw config's "token" type is the same header's word.
     assert endpoint["authorization"]["type"] == "Bearer"
+
+
+def test_promtool_accepts_the_podmonitors_endpoint_as_a_scrape_config(objects: dict[str, Any],
+                                                                     tmp_path: Path) -> None:
+    # What the Operator's schema cannot see (a replace without a target label, a regex that does not
+    # compile), Prometheus' own config check does.
+    token, targets = tmp_path / "token", tmp_path / "pods.json"
+    token.write_text("a-token")
+    targets.write_text("[]")
+    config = tmp_path / "podmonitor.yml"
+    config.write_text(yaml.safe_dump(podmonitor_scrape_config(objects["PodMonitor"], token, targets)))
+    result = promtool("check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken_config = podmonitor_scrape_config(objects["PodMonitor"], token, targets)
+    broken_config["scrape_configs"][0]["relabel_configs"][2]["regex"] = "(.+;"
+    config.write_text(yaml.safe_dump(broken_config))
+    assert promtool("check", "config", str(config)).returncode != 0
 
 
 # The files agree with each other.
