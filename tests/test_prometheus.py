@@ -29,7 +29,9 @@ from .deploy_files import (
     dashboard_variable_selectors,
     deploy_config,
     fill_variables,
+    kubernetes_objects,
     our_families_only,
+    podmonitor_scrape_config,
     promtool,
     rule_expressions,
 )
@@ -322,9 +324,11 @@ def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "
     return {"targets": [f"127.0.0.1:{server.port}"], "labels": labels}
 
 
-def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path, shipped: str) -> None:
     # Debian's Prometheus has no Kubernetes discovery; file SD hands the shipped
     # relabelling the same meta labels pod discovery gives KubeSpawner's pods.
+    # The PodMonitor's endpoint (deploy/kubernetes/) runs the same way, with its Bearer token.
     alice, carol_gpu = fleet.servers["alice"], fleet.servers["norucio"]
     pods = [
         kubernetes_pod(alice, "alice"),
@@ -336,7 +340,11 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
     pods_file.write_text(json.dumps(pods))
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    with PrometheusProcess(deploy_config("zero-to-jupyterhub.yml", token_file, file_sd=pods_file)) as prometheus:
+    if shipped == "podmonitor.yaml":
+        config = podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
+    else:
+        config = deploy_config(shipped, token_file, file_sd=pods_file)
+    with PrometheusProcess(config) as prometheus:
         targets = prometheus.wait_for_targets(2)
         labels = {t["labels"]["instance"]: t["labels"] for t in targets}
         assert sorted((t["scrapeUrl"], t["health"]) for t in targets) == sorted([
