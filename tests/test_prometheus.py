@@ -359,3 +359,35 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
         assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
             ("alice",): 16.0, ("carol/gpu",): 0.0,
         }
+
+
+# User names JupyterHub escapes in a server's base_url, as KubeSpawner's annotation holds them.
+ESCAPED_USERS = {"jürgen": "/user/j%C3%BCrgen/", "first+last@example.org": "/user/first%2Blast@example.org/"}
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(tmp_path: Path, shipped: str) -> None:
+    # The annotation holds the raw name; Prometheus escapes the path it builds from it
+    # with Go's rules, and rucio_metrics answers Go's spelling where it differs from the hub's.
+    servers = {user: JupyterServerProcess(base_url=base_url) for user, base_url in ESCAPED_USERS.items()}
+    try:
+        start_all(list(servers.values()))
+        pods_file = tmp_path / "pods.json"
+        pods_file.write_text(json.dumps([kubernetes_pod(server, user) for user, server in servers.items()]))
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        if shipped == "podmonitor.yaml":
+            config = podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
+        else:
+            config = deploy_config(shipped, token_file, file_sd=pods_file)
+        with PrometheusProcess(config) as prometheus:
+            targets = prometheus.wait_for_targets(len(servers))
+            assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
+                (user, "up", "") for user in ESCAPED_USERS
+            )
+            assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
+                (user,): 16.0 for user in ESCAPED_USERS
+            }
+    finally:
+        for server in servers.values():
+            server.stop()
