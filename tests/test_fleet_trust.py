@@ -8,13 +8,10 @@ shape, pages that never end.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +20,7 @@ import pytest
 
 from rucio_metrics import fleet
 
+from .json_http_server import Answer, AnswerFunction, JSONHTTPServer
 from .jupyter_server_process import REPO
 from .test_fleet_discovery import server_model, user, wait_until
 
@@ -30,54 +28,7 @@ SECRET = "s3cr3t-hub-token-value"
 GOOD_PAGE = {"items": [user("alice", **{"": server_model("/user/alice/")})],
              "_pagination": {"offset": 0, "limit": 200, "total": 1, "next": None}}
 
-# (status, headers, JSON body) for one request, given its path and headers.
-Answer = tuple[int, dict[str, str], Any]
-
-
-class ScriptedServer:
-    """An HTTP server on 127.0.0.1 whose every answer comes from ``answer(path, headers)``."""
-
-    def __init__(self, answer: Callable[[str, dict[str, str]], Answer]) -> None:
-        self.answer = answer
-        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization header)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.seen.append((self.path, self.headers.get("Authorization")))
-                status, headers, body = server.answer(self.path, dict(self.headers))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def url(self, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}/"
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
-
-
-def always(status: int, body: Any, **headers: str) -> Callable[[str, dict[str, str]], Answer]:
+def always(status: int, body: Any, **headers: str) -> AnswerFunction:
     return lambda path, request_headers: (status, headers, body)
 
 
@@ -101,9 +52,9 @@ def test_a_redirect_to_another_origin_is_refused_and_the_token_stays_home(
     host: str, token_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Another port on the same machine is another origin as much as another host is.
-    with ScriptedServer(always(200, GOOD_PAGE)) as elsewhere:
+    with JSONHTTPServer(always(200, GOOD_PAGE)) as elsewhere:
         redirect = always(302, {}, Location=f"{elsewhere.url(host)}hub/api/users?state=ready")
-        with ScriptedServer(redirect) as hub:
+        with JSONHTTPServer(redirect) as hub:
             output = tmp_path / "targets.json"
             output.write_text("[]\n")
             code, error = run(hub.url(), token_file, output, capsys)
@@ -122,7 +73,7 @@ def test_a_redirect_within_the_hub_is_followed_with_the_token(
             return 301, {"Location": path.replace("/old/", "/", 1)}, {}
         return 200, {}, GOOD_PAGE
 
-    with ScriptedServer(answer) as hub:
+    with JSONHTTPServer(answer) as hub:
         code, error = run(hub.url() + "old/", token_file, tmp_path / "targets.json", capsys)
     assert code == 0, error
     assert [auth for _, auth in hub.seen] == [f"token {SECRET}"] * 2
@@ -144,7 +95,7 @@ def test_a_bad_token_file_names_the_rule_it_breaks_never_the_token(
 ) -> None:
     bad = tmp_path / "token"
     bad.write_text(content)
-    with ScriptedServer(always(200, GOOD_PAGE)) as hub:
+    with JSONHTTPServer(always(200, GOOD_PAGE)) as hub:
         code, error = run(hub.url(), bad, tmp_path / "targets.json", capsys)
     assert code == 1
     assert rule in error and str(bad) in error
@@ -162,7 +113,7 @@ def test_a_bad_token_in_the_environment_is_refused_the_same_way(monkeypatch: pyt
 def test_an_answer_that_echoes_the_token_is_reported_without_it(
     token_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with ScriptedServer(lambda path, headers: (200, {}, f"<html>{headers.get('Authorization')}</html>")) as hub:
+    with JSONHTTPServer(lambda path, headers: (200, {}, f"<html>{headers.get('Authorization')}</html>")) as hub:
         code, error = run(hub.url(), token_file, tmp_path / "targets.json", capsys)
     assert code == 1 and "answered JSON of an unexpected shape" in error and SECRET not in error
 
@@ -183,13 +134,13 @@ UNEXPECTED_ANSWERS = {
 
 @pytest.mark.parametrize("body", UNEXPECTED_ANSWERS.values(), ids=UNEXPECTED_ANSWERS.keys())
 def test_an_answer_of_the_wrong_shape_is_a_clear_error(body: Any, tmp_path: Path) -> None:
-    with ScriptedServer(always(200, body)) as hub, pytest.raises(fleet.FleetError, match="unexpected shape"):
+    with JSONHTTPServer(always(200, body)) as hub, pytest.raises(fleet.FleetError, match="unexpected shape"):
         fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
 
 
 def test_interval_mode_keeps_the_last_good_file_through_wrong_shapes(token_file: Path, tmp_path: Path) -> None:
     answers: list[Any] = [GOOD_PAGE]
-    with ScriptedServer(lambda path, headers: (200, {}, answers[-1])) as hub:
+    with JSONHTTPServer(lambda path, headers: (200, {}, answers[-1])) as hub:
         output = tmp_path / "targets.json"
         command = [sys.executable, "-m", "rucio_metrics.fleet", "--hub-url", hub.url(), "--token-file",
                    str(token_file), "--output", str(output), "--interval", "0.1"]
@@ -224,7 +175,7 @@ def test_pages_whose_offset_does_not_advance_stop_at_once(tmp_path: Path) -> Non
         # Bounded even for a helper that follows the loop: the 50th request fails.
         return (200, {}, loop) if len(hub.seen) < 50 else (500, {}, {"message": "enough"})
 
-    with ScriptedServer(answer) as hub:
+    with JSONHTTPServer(answer) as hub:
         with pytest.raises(fleet.FleetError, match="offset 0 does not advance past 0"):
             fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
     assert len(hub.seen) == 1
@@ -237,7 +188,7 @@ def test_pages_that_never_end_stop_at_the_page_cap(tmp_path: Path, monkeypatch: 
         offset = int(parse_qs(urlsplit(path).query)["offset"][0])
         return 200, {}, {"items": [], "_pagination": {"next": {"offset": offset + 200}}}
 
-    with ScriptedServer(endless) as hub:
+    with JSONHTTPServer(endless) as hub:
         with pytest.raises(fleet.FleetError, match="more pages after 5 pages"):
             fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
     assert len(hub.seen) == 5

@@ -324,6 +324,17 @@ def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "
     return {"targets": [f"127.0.0.1:{server.port}"], "labels": labels}
 
 
+def pod_scrape_config(shipped: str, pods: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """The shipped z2jh scrape config or PodMonitor, its pod discovery replaced by a file holding ``pods``."""
+    pods_file = folder / "pods.json"
+    pods_file.write_text(json.dumps(pods))
+    token_file = folder / "token"
+    token_file.write_text(TOKEN)
+    if shipped == "podmonitor.yaml":
+        return podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
+    return deploy_config(shipped, token_file, file_sd=pods_file)
+
+
 @pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
 def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path, shipped: str) -> None:
     # Debian's Prometheus has no Kubernetes discovery; file SD hands the shipped
@@ -336,15 +347,7 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
         kubernetes_pod(alice, "dave", phase="Pending"),  # dropped: not running
         kubernetes_pod(alice, "erin", port_name="metrics"),  # dropped: another container port
     ]
-    pods_file = tmp_path / "pods.json"
-    pods_file.write_text(json.dumps(pods))
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    if shipped == "podmonitor.yaml":
-        config = podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
-    else:
-        config = deploy_config(shipped, token_file, file_sd=pods_file)
-    with PrometheusProcess(config) as prometheus:
+    with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
         targets = prometheus.wait_for_targets(2)
         labels = {t["labels"]["instance"]: t["labels"] for t in targets}
         assert sorted((t["scrapeUrl"], t["health"]) for t in targets) == sorted([
@@ -372,15 +375,8 @@ def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(
     servers = {user: JupyterServerProcess(base_url=base_url) for user, base_url in ESCAPED_USERS.items()}
     try:
         start_all(list(servers.values()))
-        pods_file = tmp_path / "pods.json"
-        pods_file.write_text(json.dumps([kubernetes_pod(server, user) for user, server in servers.items()]))
-        token_file = tmp_path / "token"
-        token_file.write_text(TOKEN)
-        if shipped == "podmonitor.yaml":
-            config = podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
-        else:
-            config = deploy_config(shipped, token_file, file_sd=pods_file)
-        with PrometheusProcess(config) as prometheus:
+        pods = [kubernetes_pod(server, user) for user, server in servers.items()]
+        with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
             targets = prometheus.wait_for_targets(len(servers))
             assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
                 (user, "up", "") for user in ESCAPED_USERS
