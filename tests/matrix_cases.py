@@ -3,7 +3,7 @@
 Each case of ``tests/matrix.py`` gets a cached virtual environment with its
 pins and rucio_metrics installed from a wheel of this checkout (not
 editable); a real ``jupyter server`` from that environment, with
-rucio-jupyterlab's instances pointing at the Rucio stand-in and at a Rucio
+rucio-jupyterlab's instances pointing at a real Rucio server and at a Rucio
 that does not answer, serves a small fixed mix of requests, and the test
 asserts every counter rucio_metrics exports, ``instrumented_routes``, and a
 server log without rucio_metrics warnings or errors.
@@ -29,9 +29,9 @@ from .interpreters import Interpreter, choose, system
 from .jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
 from .matrix import REPO, SYSTEM, Case, admitted, python_cases, system_cases
 from .matrix_envs import environment, key, pip_env, prune, run
-from .rucio_standin import RucioStandIn, userpass_credentials
-from .test_rucio_routes import Samples, changes, expect, inbound, outbound
-from .test_rucio_routes import key as sample_key
+from .route_samples import Samples, changes, expect, inbound, outbound
+from .route_samples import key as sample_key
+from .rucio_server import RucioServer
 
 
 @functools.cache
@@ -59,9 +59,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rucio() -> Iterator[RucioStandIn]:
-    with RucioStandIn() as standin:
-        yield standin
+def rucio() -> Iterator[RucioServer]:
+    """One real Rucio server for every case."""
+    with RucioServer() as server:
+        yield server
 
 
 def test_interpreters_besides_the_system_one_are_found() -> None:
@@ -74,7 +75,7 @@ def test_interpreters_besides_the_system_one_are_found() -> None:
 RUCIO_METRICS_PROBLEM = re.compile(r"^\[[WEC] [^\]]*\] .*rucio_metrics|rucio_metrics/\w+\.py", re.M)
 
 
-def the_mix(server: JupyterServerProcess, rucio_jupyterlab: str) -> Samples:
+def the_mix(server: JupyterServerProcess, rucio: RucioServer, rucio_jupyterlab: str) -> Samples:
     """The fixed mix of requests; returns the counters it must add, from zero.
 
     rucio-jupyterlab 40 added ``RucioAPIHandler.prepare()``, which rejects a
@@ -97,11 +98,11 @@ def the_mix(server: JupyterServerProcess, rucio_jupyterlab: str) -> Samples:
     # The Rucio UI picks an instance and its auth type first (no call to Rucio).
     assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
     # Storing credentials logs in to Rucio at once; then a call that goes to Rucio.
-    assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials("atlas")).status_code == 200
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("atlas")).status_code == 200
     response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"})
     assert response.status_code == 200 and response.json()["scopes"] == ["user.alice", "data18", "mc16"]
     # A Rucio that does not answer: the login fails on the connection.
-    assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials("offline")).status_code == 401
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("offline")).status_code == 401
     return expect(
         inbound("GET", "instances", 403),
         inbound("GET", "instances", 200),
@@ -130,7 +131,7 @@ def installed_rucio_metrics(python: Path, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def test_case(case: Case, wheel: Path, rucio: RucioStandIn, tmp_path: Path) -> None:
+def test_case(case: Case, wheel: Path, rucio: RucioServer, tmp_path: Path) -> None:
     interpreter = interpreters()[case.python]
     start = time.monotonic()
     with environment(case, interpreter, wheel) as (env, created):
@@ -143,7 +144,7 @@ def test_case(case: Case, wheel: Path, rucio: RucioStandIn, tmp_path: Path) -> N
             try:
                 samples = server.samples()
                 assert samples[sample_key("rucio_jupyterlab_http_instrumented_routes")] == 16
-                expected = the_mix(server, case.pins["rucio-jupyterlab"])
+                expected = the_mix(server, rucio, case.pins["rucio-jupyterlab"])
                 assert changes(samples, server.samples()) == expected
             except BaseException:
                 print(server.log()[-6000:])
