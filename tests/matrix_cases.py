@@ -3,8 +3,9 @@
 Each case of ``tests/matrix.py`` gets a cached virtual environment with its
 pins and rucio_metrics installed from a wheel of this checkout (not
 editable); a real ``jupyter server`` from that environment, with
-rucio-jupyterlab's instances pointing at a real Rucio server and at a Rucio
-that does not answer, serves a small fixed mix of requests, and the test
+rucio-jupyterlab's instances pointing at a real Rucio server, at a Rucio
+that does not answer and at the Rucio stand-in (for a dropped connection),
+serves a small fixed mix of requests, and the test
 asserts every counter rucio_metrics exports, ``instrumented_routes``, and a
 server log without rucio_metrics warnings or errors.
 """
@@ -32,6 +33,7 @@ from .matrix_envs import environment, key, pip_env, prune, run
 from .route_samples import Samples, changes, expect, inbound, outbound
 from .route_samples import key as sample_key
 from .rucio_server import RucioServer
+from .rucio_standin import RucioStandIn, userpass_credentials
 
 
 @functools.cache
@@ -65,17 +67,40 @@ def rucio() -> Iterator[RucioServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def standin() -> Iterator[RucioStandIn]:
+    """The Rucio stand-in, for the one injected fault."""
+    with RucioStandIn() as server:
+        yield server
+
+
 def test_interpreters_besides_the_system_one_are_found() -> None:
     chosen, report = choose(admitted)
     assert chosen, "\n".join(report)
 
 
-# A warning, error or traceback from rucio_metrics in the server log. The README
-# documents none for supported versions (all routes and RucioAPI methods found).
-RUCIO_METRICS_PROBLEM = re.compile(r"^\[[WEC] [^\]]*\] .*rucio_metrics|rucio_metrics/\w+\.py", re.M)
+# rucio_metrics' own warnings and errors ("rucio_metrics: ...") and jupyter_server's about
+# loading it ("rucio_metrics | extension failed ..."). The README documents none for
+# supported versions (all routes and RucioAPI methods are found).
+OUR_MESSAGE = re.compile(r"^\[[WEC] [^\]]*\] rucio_metrics\b")
+FRAME = re.compile(r'^\s*File "([^"]+)", line \d+', re.M)
 
 
-def the_mix(server: JupyterServerProcess, rucio: RucioServer, rucio_jupyterlab: str) -> Samples:
+def rucio_metrics_problems(log: str) -> list[str]:
+    """Our warnings and errors, and every traceback whose exception was raised in rucio_metrics' code.
+
+    A traceback that only passes through our wrappers (an upstream exception
+    from a measured ``RucioAPI`` call) is upstream's, not ours.
+    """
+    found = [line for line in log.splitlines() if OUR_MESSAGE.search(line)]
+    for traceback in log.split("Traceback (most recent call last):")[1:]:
+        frames = FRAME.findall(traceback)
+        if frames and "/rucio_metrics/" in frames[-1]:
+            found.append(f"an exception raised in {frames[-1]}")
+    return found
+
+
+def the_mix(server: JupyterServerProcess, rucio: RucioServer, standin: RucioStandIn, rucio_jupyterlab: str) -> Samples:
     """The fixed mix of requests; returns the counters it must add, from zero.
 
     rucio-jupyterlab 40 added ``RucioAPIHandler.prepare()``, which rejects a
@@ -84,9 +109,17 @@ def the_mix(server: JupyterServerProcess, rucio: RucioServer, rucio_jupyterlab: 
     missing namespace, and the call without credentials reaches
     ``RucioAPI``, whose ``authenticate`` fails before sending anything, and
     so ``get_scopes`` (both ``error``): a 500.
+
+    A connection dropped after a good login (the stand-in's injected fault)
+    is a 503 from 40 on; 1.4.1 builds its transport exception with the
+    wrong arguments, so a ``TypeError`` escapes as a 500. Both count
+    ``get_scopes`` as ``connection_error``.
     """
     rejects_in_prepare = Version(rucio_jupyterlab) >= Version("40")
     no_credentials = 401 if rejects_in_prepare else 500
+    dropped = inbound("GET", "list-scopes", 503) if rejects_in_prepare else inbound(
+        "GET", "list-scopes", 500, exception="TypeError"
+    )
     anonymous = requests.Session()
     anonymous.trust_env = False
     assert anonymous.get(server.url("rucio-jupyterlab/instances"), timeout=30).status_code == 403
@@ -103,6 +136,11 @@ def the_mix(server: JupyterServerProcess, rucio: RucioServer, rucio_jupyterlab: 
     assert response.status_code == 200 and response.json()["scopes"] == ["user.alice", "data18", "mc16"]
     # A Rucio that does not answer: the login fails on the connection.
     assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("offline")).status_code == 401
+    # A Rucio that drops the connection of a call after the login.
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials("faulty")).status_code == 200
+    standin.drop("GET /scopes/?$", times=1)  # 1.4.1 asks for /scopes, 40 on for /scopes/
+    response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "faulty"})
+    assert response.status_code == (503 if rejects_in_prepare else 500)
     return expect(
         inbound("GET", "instances", 403),
         inbound("GET", "instances", 200),
@@ -112,13 +150,16 @@ def the_mix(server: JupyterServerProcess, rucio: RucioServer, rucio_jupyterlab: 
         {} if rejects_in_prepare else expect(
             outbound("atlas", "get_scopes", "error"), outbound("atlas", "authenticate", "error")
         ),
-        inbound("PUT", "auth", 200),
+        inbound("PUT", "auth", 200, times=2),
         inbound("PUT", "auth", 401),
         inbound("GET", "list-scopes", 200),
         # The login tried by PUT auth is not kept: the first call logs in again.
         outbound("atlas", "authenticate", times=2),
         outbound("atlas", "get_scopes"),
         outbound("offline", "authenticate", "connection_error"),
+        dropped,
+        outbound("faulty", "authenticate", times=2),
+        outbound("faulty", "get_scopes", "connection_error"),
     )
 
 
@@ -131,7 +172,7 @@ def installed_rucio_metrics(python: Path, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def test_case(case: Case, wheel: Path, rucio: RucioServer, tmp_path: Path) -> None:
+def test_case(case: Case, wheel: Path, rucio: RucioServer, standin: RucioStandIn, tmp_path: Path) -> None:
     interpreter = interpreters()[case.python]
     start = time.monotonic()
     with environment(case, interpreter, wheel) as (env, created):
@@ -139,19 +180,20 @@ def test_case(case: Case, wheel: Path, rucio: RucioServer, tmp_path: Path) -> No
         assert env.versions(list(case.pins)) == case.pins
         # The wheel's copy, not the checkout.
         assert installed_rucio_metrics(env.python, tmp_path).startswith(str(env.root / "lib"))
-        instances = [rucio.instance_config("atlas"), unreachable_rucio_instance("offline")]
+        instances = [
+            rucio.instance_config("atlas"), unreachable_rucio_instance("offline"), standin.instance_config("faulty")
+        ]
         with JupyterServerProcess(rucio_instances=instances, python=str(env.python)) as server:
             try:
                 samples = server.samples()
                 assert samples[sample_key("rucio_jupyterlab_http_instrumented_routes")] == 16
-                expected = the_mix(server, rucio, case.pins["rucio-jupyterlab"])
+                expected = the_mix(server, rucio, standin, case.pins["rucio-jupyterlab"])
                 assert changes(samples, server.samples()) == expected
             except BaseException:
                 print(server.log()[-6000:])
                 raise
             log = server.log()
-        problems = [line for line in log.splitlines() if RUCIO_METRICS_PROBLEM.search(line)]
-        assert problems == [], log[-6000:]
+        assert rucio_metrics_problems(log) == [], log[-6000:]
         assert "rucio_metrics: instrumented 16 routes" in log
         assert f"rucio_metrics: measuring calls to Rucio: {', '.join(OPERATIONS)}" in log, log[-6000:]
     made = f"created in {created:.0f} s" if created else "cached"

@@ -23,6 +23,7 @@ from .matrix import (
     supported_versions_table,
     system_cases,
 )
+from .matrix_cases import rucio_metrics_problems
 from .matrix_envs import key
 
 README = (REPO / "README.md").read_text()
@@ -94,3 +95,23 @@ def test_prune_removes_only_stale_environments(tmp_path, monkeypatch):
     os.utime(tmp_path / "old-half-made", (stale, stale))
     assert sorted(matrix_envs.prune({"current"})) == ["old", "old-half-made"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "current.lock", "recent", "recent.lock"]
+
+
+def test_the_matrix_log_check_tells_ours_from_upstreams():
+    ours = "[W 2026-11-26 05:00:00.000 ServerApp] rucio_metrics: RucioAPI has changed shape: x not found"
+    not_loaded = "[W 2026-11-26 05:00:00.000 ServerApp] rucio_metrics | extension failed loading with message: X"
+    upstream_info = "[I 2026-11-26 05:00:00.000 ServerApp] rucio_metrics: instrumented 16 routes: /rucio-jupyterlab/x"
+    through_our_wrapper = """Traceback (most recent call last):
+  File "/env/lib/python3.11/site-packages/rucio_metrics/outbound.py", line 1, in measured
+  File "/env/lib/python3.11/site-packages/rucio_jupyterlab/rucio/rucio.py", line 2, in get_scopes
+TypeError: RucioRequestsException.__init__() takes 2 positional arguments but 3 were given
+"""
+    raised_in_ours = """Traceback (most recent call last):
+  File "/env/lib/python3.11/site-packages/tornado/web.py", line 1, in _execute
+  File "/env/lib/python3.11/site-packages/rucio_metrics/instrument.py", line 2, in on_finish
+KeyError: 'x'
+"""
+    assert rucio_metrics_problems("\n".join([upstream_info, through_our_wrapper])) == []
+    assert rucio_metrics_problems("\n".join([ours, not_loaded, raised_in_ours])) == [
+        ours, not_loaded, "an exception raised in /env/lib/python3.11/site-packages/rucio_metrics/instrument.py",
+    ]
