@@ -208,7 +208,7 @@ def headless_chromium(browser: str) -> Iterator[int]:
             process = subprocess.Popen(
                 [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "HOME": tmp},
+                env={**os.environ, "HOME": tmp, "TMPDIR": tmp},  # whatever it leaves goes with the folder
             )
         try:
             yield _devtools_port(process, profile / "DevToolsActivePort", log_path)
@@ -268,11 +268,7 @@ class DevTools:
 
 async def capture(devtools_port: int, url: str, wanted: set[str], seconds: float) -> tuple[bytes, list[list[str]]]:
     """Open ``url``; once every graph's legend names every handler in ``wanted``, the page as PNG, and the legends."""
-    with requests.Session() as session:
-        session.trust_env = False
-        targets = session.get(f"http://127.0.0.1:{devtools_port}/json/list", timeout=10).json()
-    (page,) = [t for t in targets if t["type"] == "page"]
-    connection = await websocket_connect(page["webSocketDebuggerUrl"], max_message_size=64 << 20)
+    connection = await websocket_connect(_page_socket(devtools_port), max_message_size=64 << 20)
     try:
         devtools = DevTools(connection)
         await devtools.call("Page.navigate", url=url)
@@ -290,6 +286,21 @@ async def capture(devtools_port: int, url: str, wanted: set[str], seconds: float
         return base64.b64decode(shot["data"]), legends
     finally:
         connection.close()
+
+
+def _page_socket(devtools_port: int, seconds: float = 10) -> str:
+    """The DevTools WebSocket URL of Chromium's one page (about:blank), once it is there."""
+    deadline = time.monotonic() + seconds
+    with requests.Session() as session:
+        session.trust_env = False
+        while True:
+            targets = session.get(f"http://127.0.0.1:{devtools_port}/json/list", timeout=10).json()
+            pages = [t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"]
+            if pages:
+                return str(pages[0])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"chromium opened no page within {seconds} s: {targets}")
+            time.sleep(0.1)
 
 
 def _complete(legends: list[list[str]], wanted: set[str]) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .jupyter_server_process import REPO
@@ -15,12 +17,17 @@ ROUTES = ["instances", "file-browser", "list-scopes", "files", "did", "did-searc
 
 def test_a_short_run_writes_a_png_whose_two_graphs_list_every_route(tmp_path: Path) -> None:
     picture = tmp_path / "graph.png"
-    tmp = tmp_path / "tmp"  # the script's temporary folders (servers', Chromium's), to see them gone
-    tmp.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "screenshot.py"), "--seconds", "12", "--output", str(picture)],
-        capture_output=True, text=True, timeout=240, check=False, env={**os.environ, "TMPDIR": str(tmp)},
-    )
+    # The script's temporary folders (servers', Chromium's) go here, to see them gone. A short path:
+    # Chromium puts a Unix socket in it, and those paths are limited to about 100 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="rm-shot-"))
+    try:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "screenshot.py"), "--seconds", "12", "--output", str(picture)],
+            capture_output=True, text=True, timeout=240, check=False, env={**os.environ, "TMPDIR": str(tmp)},
+        )
+        left = list(tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     width, height = png_size(picture.read_bytes())
     assert width == 1024 and height > 1000, (width, height)
@@ -30,4 +37,4 @@ def test_a_short_run_writes_a_png_whose_two_graphs_list_every_route(tmp_path: Pa
         shown = {line.strip() for line in legend.splitlines()}
         assert {f'{{handler="/rucio-jupyterlab/{route}"}}' for route in ROUTES} <= shown, legend
     assert f"wrote {picture}" in done.stdout
-    assert list(tmp.iterdir()) == []
+    assert left == []
