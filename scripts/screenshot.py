@@ -78,7 +78,7 @@ BROWSER_FLAGS = [
     f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
 ]
 
-# Run in the page: each graph's legend, as label sets.
+# Run in the page: each graph's legend, as a list of its series' labels.
 LEGENDS_JS = """Array.from(document.querySelectorAll('.graph_wrapper')).map(w =>
     Array.from(w.querySelectorAll('.legend .label')).map(s => s.textContent))"""
 # What a click in the expression box does (size it to its text), then no focus, so no cursor;
