@@ -293,7 +293,7 @@ class Settings:
 
 
 FULL = Settings((100, 250, 500, 1000), 180, 15)
-QUICK = Settings((3, 6), 8, 1, 4)
+QUICK = Settings((2, 4), 3, 1, 4)
 
 
 @dataclass
