@@ -194,6 +194,7 @@ class Payload:
             name = re.split(r"[{ ]", head, maxsplit=1)[0]
             self.parts.append((head, float(value)) if name in advancing else (line, None))
         self.bytes = len(exposition.encode())
+        # Rendered once per mix count: a run sees a few (window / mix period + 2).
         self._rendered: dict[int, bytes] = {}
 
     def render(self, mixes: int) -> bytes:
@@ -202,8 +203,6 @@ class Payload:
             self._rendered[mixes] = ("\n".join(
                 text if base is None else f"{text} {base * factor!r}" for text, base in self.parts
             ) + "\n").encode()
-            if len(self._rendered) > 4:
-                self._rendered.pop(min(self._rendered))
         return self._rendered[mixes]
 
 
@@ -308,7 +307,7 @@ class FleetResult:
     scrape_p99_ms: float
     rule_ms: dict[str, float]  # median evaluation time per rule group over the window
     scrapes: int  # scrapes per target in the window
-    up: int
+    up: int  # targets up at every scrape of the window
 
 
 @dataclass
@@ -406,7 +405,8 @@ def measure(payload: Payload, variant: str, size: int, settings: Settings) -> Fl
             float(value) for r in prometheus.query(f'scrape_duration_seconds{{job="{JOB}"}}[{window}]')
             for _, value in r["values"]
         ]
-        up = _count(prometheus, f'count(up{{job="{JOB}"}} == 1)')
+        # Targets up at every scrape of the window.
+        up = _count(prometheus, f'count(min_over_time(up{{job="{JOB}"}}[{window}]) == 1)')
     return FleetResult(
         variant=variant,
         servers=size,
