@@ -193,7 +193,6 @@ class Payload:
             head, value = line.rsplit(" ", 1)
             name = re.split(r"[{ ]", head, maxsplit=1)[0]
             self.parts.append((head, float(value)) if name in advancing else (line, None))
-        self.bytes = len(exposition.encode())
         # Rendered once per mix count: a run sees a few (window / mix period + 2).
         self._rendered: dict[int, bytes] = {}
 
