@@ -9,7 +9,10 @@ from typing import Any
 from traitlets import Bool, CaselessStrEnum, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from .buckets import DEFAULT_BUCKETS, histogram_bounds
+
+__all__ = ["DEFAULT_BUCKETS", "RucioMetrics", "load_options"]
+
 
 # A prefix is matched as literal text at the start of a route's regex, so a
 # regex metacharacter in it would silently match nothing (or too much).
@@ -79,21 +82,11 @@ class RucioMetrics(Configurable):
 
     @validate("buckets")
     def _valid_buckets(self, proposal: dict[str, Any]) -> list[float]:
+        # The function that builds the histogram's bounds checks them: accepted here means it cannot fail later.
         try:
-            buckets = [float(b) for b in proposal["value"]]
-        except (TypeError, ValueError) as e:
-            raise TraitError(f"buckets must be numbers ({e})") from None
-        if not buckets:
-            raise TraitError("at least one bucket is needed")
-        if buckets[-1] == float("inf"):
-            buckets.pop()  # prometheus_client adds +Inf itself
-        if any(b <= 0 or b != b for b in buckets):
-            raise TraitError("buckets must be positive numbers")
-        if any(a >= b for a, b in zip(buckets, buckets[1:])):
-            raise TraitError("buckets must be strictly increasing")
-        if not buckets:
-            raise TraitError("at least one finite bucket is needed")
-        return buckets
+            return histogram_bounds(proposal["value"])[:-1]
+        except ValueError as e:
+            raise TraitError(str(e)) from None
 
 
 def load_options(parent: Configurable, log: logging.Logger) -> RucioMetrics:

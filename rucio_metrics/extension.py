@@ -16,9 +16,18 @@ from .instrument import instrument_app
 from .instrument import log as instrument_log
 from .metrics import Metrics
 from .outbound import load_outbound
+from .scrape_path import route_prometheus_spelling
 
-# Apps whose add_handlers already re-instruments, so a second load does not wrap twice.
-_hooked_apps: weakref.WeakSet[Application] = weakref.WeakSet()
+# Per app: the options of its latest load, and what its add_handlers hook runs.
+_loads: weakref.WeakKeyDictionary[Application, _AppLoad] = weakref.WeakKeyDictionary()
+
+
+class _AppLoad:
+    """The latest load of rucio_metrics into one app; the add_handlers hook reads it each time."""
+
+    def __init__(self) -> None:
+        self.options: RucioMetrics | None = None
+        self.instrument: Callable[[], None] | None = None
 
 
 def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics | None:
@@ -29,16 +38,18 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
         instrument_log.parent = log
     try:
         options = load_options(serverapp, log)
+        web_app: Application = serverapp.web_app
+        state = _loads.get(web_app)
+        if state is None:
+            state = _loads[web_app] = _AppLoad()
+        if state.options is not None:
+            warn_unchangeable(state.options, options, log)
+        state.options = options
         if not options.enabled:
             log.info("rucio_metrics: disabled by RucioMetrics.enabled = False")
             return options
         metrics = Metrics.on(registry, options.latency_metric, options.buckets)
-        if metrics.latency_metric != options.latency_metric:
-            log.warning(
-                "rucio_metrics: RucioMetrics.latency_metric = %r is ignored: this process already "
-                "exports the request duration as a %s", options.latency_metric, metrics.latency_metric,
-            )
-        web_app: Application = serverapp.web_app
+        warn_fixed_by_metrics(metrics, options, log)
         base_url: str = web_app.settings.get("base_url", "/")
         prefixes = list(options.route_prefixes)
 
@@ -47,13 +58,29 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
             if labels:
                 log.info("rucio_metrics: instrumented %d routes: %s", len(labels), ", ".join(labels))
 
-        instrument()
-        reinstrument_on_add_handlers(web_app, instrument)
+        # The hook runs the latest load's function, so routes added later follow the current prefixes.
+        state.instrument = instrument
+        reinstrument_on_add_handlers(web_app, state)
+        try:
+            instrument()
+        except Exception:
+            # instrumented_routes is exported all the same (0 here), so the alert on it fires.
+            log.exception("rucio_metrics: instrumenting the routes failed; requests are served unmeasured")
         if not metrics.route_labels():
             log.info(
                 "rucio_metrics: no routes under %s yet; routes added later will be instrumented",
                 ", ".join(prefixes),
             )
+        try:
+            alias = route_prometheus_spelling(web_app, base_url)
+        except Exception:
+            log.warning("rucio_metrics: could not route the metrics endpoint at Prometheus' spelling", exc_info=True)
+        else:
+            if alias:
+                log.info(
+                    "rucio_metrics: %smetrics also answers at %s, the path Prometheus requests for it",
+                    base_url, alias,
+                )
         if options.outbound_enabled:
             # The same duration type and buckets as the inbound side, so the two compare directly.
             load_outbound(registry, metrics.latency_metric, metrics.buckets, serverapp.config, log)
@@ -63,25 +90,66 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
         return None
 
 
-def reinstrument_on_add_handlers(web_app: Application, instrument: Callable[[], None]) -> None:
-    """Run ``instrument`` after every later ``web_app.add_handlers`` call.
+def warn_fixed_by_metrics(metrics: Metrics, options: RucioMetrics, log: logging.Logger) -> None:
+    """Warn for the duration options the registry's metric families already fixed in this process."""
+    if metrics.latency_metric != options.latency_metric:
+        log.warning(
+            "rucio_metrics: RucioMetrics.latency_metric = %r is ignored: this process already "
+            "exports the request duration as a %s", options.latency_metric, metrics.latency_metric,
+        )
+    elif metrics.latency_metric == "histogram" and tuple(options.buckets) != metrics.buckets:
+        log.warning(
+            "rucio_metrics: RucioMetrics.buckets = %r is ignored: this process already exports "
+            "the request duration histogram with buckets %r", list(options.buckets), list(metrics.buckets),
+        )
+
+
+def warn_unchangeable(before: RucioMetrics, now: RucioMetrics, log: logging.Logger) -> None:
+    """Warn for each option whose change a second load in a running process cannot carry out."""
+    if not before.enabled:
+        return  # nothing was instrumented: every option takes effect now
+    if not now.enabled:
+        log.warning(
+            "rucio_metrics: RucioMetrics.enabled = False is ignored for the routes already instrumented: "
+            "they stay measured until the server restarts",
+        )
+    removed = [p for p in before.route_prefixes if p not in now.route_prefixes]
+    if removed:
+        log.warning(
+            "rucio_metrics: RucioMetrics.route_prefixes no longer has %s: routes already instrumented "
+            "there stay measured until the server restarts", ", ".join(removed),
+        )
+    if before.outbound_enabled and not now.outbound_enabled:
+        log.warning(
+            "rucio_metrics: RucioMetrics.outbound_enabled = False is ignored: calls to Rucio are already "
+            "measured in this process until the server restarts",
+        )
+
+
+def reinstrument_on_add_handlers(web_app: Application, state: _AppLoad) -> None:
+    """Run ``state.instrument`` after every later ``web_app.add_handlers`` call.
 
     Extensions load in name order but may add routes at any time; this
     catches routes that appear after rucio_metrics loaded. Only this app
-    instance's method is replaced, never Tornado's or jupyter_server's class.
+    instance's method is replaced, never Tornado's or jupyter_server's
+    class, and only once: a later load only changes ``state``.
     """
-    if web_app in _hooked_apps:
+    if getattr(web_app.add_handlers, _HOOK_MARK, False):
         return
-    _hooked_apps.add(web_app)
     add_handlers = web_app.add_handlers
 
     @functools.wraps(add_handlers)
     def add_handlers_then_instrument(host_pattern: str, host_handlers: Any) -> Any:
         result = add_handlers(host_pattern, host_handlers)
         try:
-            instrument()
+            if state.instrument is not None:
+                state.instrument()
         except Exception:
             instrument_log.exception("rucio_metrics: instrumenting newly added routes failed")
         return result
 
+    setattr(add_handlers_then_instrument, _HOOK_MARK, True)
     web_app.add_handlers = add_handlers_then_instrument  # type: ignore[method-assign]
+
+
+_HOOK_MARK = "_rucio_metrics_hook"

@@ -25,6 +25,12 @@ The token needs the scopes ``list:users`` and ``read:servers`` (to list the
 servers) and ``access:servers`` (for Prometheus to scrape them). Only the
 standard library is used, so the helper runs wherever rucio_metrics is
 installed, without a Jupyter server.
+
+What it trusts: the hub's origin (scheme, host and port of ``--hub-url``)
+and nothing else. The token is sent only there; a redirect to another
+origin is an error, never followed. An answer of the wrong shape is the
+hub's fault, reported like a network error. No message ever contains the
+token.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from typing import Any
 # a hub that predates it answers with a plain list, which is handled too.
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
 PAGE_LIMIT = 200  # JupyterHub's default api_page_max_limit
+# 200,000 users at most: a hub whose pages never end is refused, not followed for ever.
+MAX_PAGES = 1000
 
 
 class FleetError(Exception):
@@ -72,25 +80,72 @@ def list_ready_servers(hub_url: str, token: str, timeout: float = 30.0) -> list[
     api = urllib.parse.urljoin(_with_slash(hub_url), "hub/api/users")
     servers = []
     for user in _users_with_ready_servers(api, token, timeout):
-        for name, model in (user.get("servers") or {}).items():
-            if model.get("ready") and model.get("url"):
-                servers.append(Server(user=user["name"], name=name, url=model["url"]))
+        if not isinstance(user, dict) or not isinstance(user.get("name"), str):
+            raise _unexpected(api, "a user that is not an object with a name")
+        models = user.get("servers") or {}
+        if not isinstance(models, dict):
+            raise _unexpected(api, f"user {user['name']!r} has 'servers' that is not an object")
+        for name, model in models.items():
+            if not isinstance(model, dict):
+                raise _unexpected(api, f"server {name!r} of user {user['name']!r} is not an object")
+            url = model.get("url")
+            if model.get("ready") and url:
+                if not isinstance(url, str):
+                    raise _unexpected(api, f"server {name!r} of user {user['name']!r} has a 'url' that is not text")
+                servers.append(Server(user=user["name"], name=name, url=url))
     return sorted(servers, key=lambda s: (s.user, s.name))
 
 
-def _users_with_ready_servers(api: str, token: str, timeout: float) -> Iterator[dict[str, Any]]:
+def _users_with_ready_servers(api: str, token: str, timeout: float) -> Iterator[Any]:
     offset = 0
-    while True:
+    for _ in range(MAX_PAGES):
         query = urllib.parse.urlencode({"state": "ready", "offset": offset, "limit": PAGE_LIMIT})
         page = _get_json(f"{api}?{query}", token, timeout)
         if isinstance(page, list):  # a hub without pagination sends everything at once
             yield from page
             return
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            raise _unexpected(api, "neither a list of users nor an object with a list of 'items'")
         yield from page["items"]
-        following = page.get("_pagination", {}).get("next")
+        pagination = page.get("_pagination", {})
+        if not isinstance(pagination, dict):
+            raise _unexpected(api, "'_pagination' is not an object")
+        following = pagination.get("next")
         if not following:
             return
-        offset = int(following["offset"])
+        next_offset = following.get("offset") if isinstance(following, dict) else None
+        if not isinstance(next_offset, int) or isinstance(next_offset, bool):
+            raise _unexpected(api, "'_pagination.next' has no whole-number 'offset'")
+        if next_offset <= offset:
+            # The hub would send the same page for ever.
+            raise _unexpected(api, f"the next page's offset {next_offset} does not advance past {offset}")
+        offset = next_offset
+    raise FleetError(
+        f"GET {api} still had more pages after {MAX_PAGES} pages of {PAGE_LIMIT} users; stopped there"
+    )
+
+
+def _unexpected(api: str, what: str) -> FleetError:
+    return FleetError(f"GET {api} answered JSON of an unexpected shape: {what}")
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only within the origin of the request, which carries the token."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if _origin(newurl) != _origin(req.full_url):
+            fp.close()
+            raise FleetError(
+                f"GET {_without_query(req.full_url)} answered {code} redirecting to another origin, "
+                f"{_origin_text(newurl)}: not followed, the token is only sent to {_origin_text(req.full_url)} "
+                "(is --hub-url the hub's public URL?)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_SameOriginRedirects)
 
 
 def _get_json(url: str, token: str, timeout: float) -> Any:
@@ -98,8 +153,8 @@ def _get_json(url: str, token: str, timeout: float) -> Any:
         url, headers={"Authorization": f"token {token}", "Accept": f"{PAGINATION_MEDIA_TYPE}, application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+        with _opener.open(request, timeout=timeout) as response:
+            body = response.read()
     except urllib.error.HTTPError as e:
         hint = {
             403: " (the token needs the scopes list:users and read:servers)",
@@ -109,6 +164,8 @@ def _get_json(url: str, token: str, timeout: float) -> Any:
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise FleetError(f"GET {_without_query(url)} failed: {reason}") from None
+    try:
+        return json.loads(body)
     except ValueError as e:
         raise FleetError(f"GET {_without_query(url)} did not answer JSON: {e}") from None
 
@@ -127,7 +184,9 @@ def target_groups(servers: Sequence[Server], hub_url: str, address: str | None =
         scheme, netloc = (url.scheme, url.netloc) if url.netloc else (hub.scheme, address or hub.netloc)
         labels = {
             "__scheme__": scheme or "http",
-            "__metrics_path__": _with_slash(url.path) + "metrics",
+            # The API gives the path URL-escaped ("/user/a%20b/"), and Prometheus
+            # escapes __metrics_path__ itself: write it decoded, or it is escaped twice.
+            "__metrics_path__": urllib.parse.unquote(_with_slash(url.path)) + "metrics",
             "instance": server.instance,
             "user": server.user,
         }
@@ -165,16 +224,55 @@ def update(hub_url: str, token: str, output: Path, address: str | None = None, t
 
 
 def read_token(token_file: str | None) -> str:
-    """The token from ``token_file``, else from ``$JUPYTERHUB_API_TOKEN`` (set for hub-managed services)."""
+    """The token from ``token_file``, else from ``$JUPYTERHUB_API_TOKEN`` (set for hub-managed services).
+
+    Checked here, so that a bad token is reported by the rule it breaks, never
+    shown: it must be one line of printable ASCII without spaces.
+    """
     if token_file:
-        token = Path(token_file).read_text().strip()
-        if not token:
-            raise FleetError(f"token file {token_file} is empty")
+        token = Path(token_file).read_text(errors="replace").strip()
+        problem = token_problem(token)
+        if problem:
+            raise FleetError(f"token file {token_file} {problem}")
         return token
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
     if not token:
         raise FleetError("no token: give --token-file or set JUPYTERHUB_API_TOKEN")
+    problem = token_problem(token)
+    if problem:
+        raise FleetError(f"$JUPYTERHUB_API_TOKEN {problem}")
     return token
+
+
+def token_problem(token: str) -> str | None:
+    """Which rule ``token`` breaks, in words that never include it; None if it is usable."""
+    if not token:
+        return "is empty"
+    if "\n" in token or "\r" in token:
+        return "has more than one line (one token alone is expected)"
+    if not all("!" <= c <= "~" for c in token):
+        return "contains a space, a control character or a character outside printable ASCII"
+    return None
+
+
+def redacted(text: str, token: str) -> str:
+    """``text`` with every occurrence of ``token`` replaced, for messages from code we do not control."""
+    return text.replace(token, "<token>") if token else text
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # an invalid port never equals a valid one
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 def _with_slash(url: str) -> str:
@@ -205,15 +303,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     while True:
+        token = ""
         try:
             # Read the token each time, so a rotated token file is picked up.
-            report = update(args.hub_url, read_token(args.token_file), args.output, args.address, args.timeout)
+            token = read_token(args.token_file)
+            report = update(args.hub_url, token, args.output, args.address, args.timeout)
             print(f"rucio_metrics.fleet: {report}", file=sys.stderr, flush=True)
         except (FleetError, OSError) as e:
-            print(f"rucio_metrics.fleet: error: {e}", file=sys.stderr, flush=True)
+            print(f"rucio_metrics.fleet: error: {redacted(str(e), token)}", file=sys.stderr, flush=True)
             if not args.interval:
                 return 1
             # Keep the last good file: a hub restart must not empty Prometheus' target list.
+        except Exception as e:
+            # A defect here must not stop the targets from being kept; its message may come
+            # from code that saw the token, so it is redacted and has no traceback.
+            message = redacted(f"{type(e).__name__}: {e}", token)
+            print(f"rucio_metrics.fleet: unexpected error: {message}", file=sys.stderr, flush=True)
+            if not args.interval:
+                return 1
         if not args.interval:
             return 0
         time.sleep(args.interval)

@@ -10,6 +10,9 @@ auth checks and its own ``handler`` label stay as they were) and adds:
   the status here is the one the client got.
 - ``on_connection_close``: the client went away before the end; recorded
   as status 499 so in-progress cannot leak.
+- ``detach``: the handler takes the connection over (as a WebSocket upgrade
+  or a proxy does); Tornado then calls neither of the above, so the request
+  ends here, with the status set so far (200 unless the handler set one).
 - ``log_exception``: Tornado's one call for every uncaught exception, in
   ``prepare``, the verb or ``on_finish`` alike.
 """
@@ -24,6 +27,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from tornado.httputil import HTTPServerRequest
+from tornado.iostream import IOStream
 from tornado.web import Application, HTTPError, RequestHandler
 
 from .metrics import MethodMetrics, Metrics, RouteMetrics
@@ -72,6 +76,12 @@ class InstrumentedHandler(RequestHandler):
         finally:
             if not self._finished:
                 self._rucio_metrics_end(CLIENT_CLOSED_REQUEST)
+
+    def detach(self) -> IOStream:
+        try:
+            return super().detach()
+        finally:
+            self._rucio_metrics_end(str(self.get_status()))
 
     def log_exception(
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None

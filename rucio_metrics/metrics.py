@@ -49,9 +49,9 @@ from prometheus_client.metrics_core import (
     Metric,
     SummaryMetricFamily,
 )
-from prometheus_client.utils import INF, floatToGoString
+from prometheus_client.utils import floatToGoString
 
-from .config import DEFAULT_BUCKETS
+from .buckets import DEFAULT_BUCKETS, histogram_bounds
 
 HTTP_PREFIX = "rucio_jupyterlab_http_"
 
@@ -77,18 +77,6 @@ INSTRUMENTED_ROUTES_HELP = (
 def method_label(method: str | None) -> str:
     """The ``method`` label value for an HTTP verb as the client sent it."""
     return method if method in KNOWN_METHODS else OTHER_METHOD
-
-
-def histogram_bounds(buckets: Sequence[float]) -> list[float]:
-    """Bucket upper bounds as prometheus_client's ``Histogram`` takes them: sorted, ending in +Inf."""
-    bounds = [float(b) for b in buckets]
-    if bounds != sorted(bounds):
-        raise ValueError("Buckets not in sorted order")
-    if bounds and bounds[-1] != INF:
-        bounds.append(INF)
-    if len(bounds) < 2:
-        raise ValueError("Must have at least two buckets")
-    return bounds
 
 
 def _created_samples() -> bool:

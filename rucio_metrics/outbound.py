@@ -29,6 +29,7 @@ method name, and how it ended:
 from __future__ import annotations
 
 import functools
+import http.client
 import importlib.util
 import inspect
 import logging
@@ -173,17 +174,26 @@ def outcome_of(error: BaseException) -> str:
     or by raising inside ``except``), so the whole chain is searched: a
     timeout or connection failure anywhere in it wins, else the status of an
     HTTP error answer (``RucioRequestsException`` claims status 503 without
-    any answer: only a real response's status counts), else ``error``.
+    any answer: only a real response's status counts), else ``error``. A
+    connection dropped before or during the answer's body is a
+    ``connection_error`` alike.
     """
     try:
         import requests
-    except ImportError:  # pragma: no cover - rucio-jupyterlab cannot run without it
+        import urllib3
+    except ImportError:  # pragma: no cover - rucio-jupyterlab cannot run without them
         return "error"
+    # A connection lost before the answer is requests' ConnectionError; one lost in the
+    # middle of the body is ChunkedEncodingError over urllib3's ProtocolError (IncompleteRead).
+    dropped = (
+        requests.ConnectionError, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+        http.client.IncompleteRead, ConnectionError,
+    )
     status = None
     for exc in _chain(error):
         if isinstance(exc, requests.Timeout):
             return "timeout"
-        if isinstance(exc, requests.ConnectionError):
+        if isinstance(exc, dropped):
             return "connection_error"
         code = getattr(getattr(exc, "response", None), "status_code", None)
         if status is None and isinstance(code, int) and 400 <= code < 600:

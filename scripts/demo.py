@@ -1,6 +1,7 @@
 """The demo: a real Jupyter server with rucio-jupyterlab and rucio_metrics on
-loopback, its Rucio instances served by the Rucio stand-in (tests/rucio_standin.py)
-with some latency injected, real requests to the Rucio routes, then the
+loopback, its Rucio instances served by a real Rucio server (tests/rucio_server.py:
+PyPI's rucio with an SQLite database, seeded with a few datasets), real requests
+to the Rucio routes, then the
 rucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from the server's
 own /metrics endpoint, and inbound against outbound latency per route. When the
 `prometheus` binary is present (scripts/bootstrap installs it), a real
@@ -25,24 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.deploy_files import deploy_config
 from tests.jupyter_server_process import TOKEN, JupyterServerProcess
 from tests.prometheus_process import PrometheusProcess
-from tests.rucio_standin import RucioStandIn, userpass_credentials
+from tests.rucio_server import RucioServer
 
 # What the demo asks Prometheus, once it has scraped the server after the requests.
 QUERIES = [
     "sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)",
     "sum by (rucio_instance, operation, outcome) (rucio_jupyterlab_rucio_requests_total)",
 ]
-
-# How long the stand-in takes to answer, per Rucio endpoint, so latency shows.
-RUCIO_LATENCY = {
-    "GET /scopes/": 0.120,
-    "GET /rses": 0.040,
-    "GET /dids/[^/]+/dids/search": 0.200,
-    "GET /replicas/": 0.080,
-    "GET /dids/.*/files": 0.060,
-    "GET /dids/.*/rules": 0.030,
-    "POST /rules/": 0.150,
-}
 
 # The Rucio-backed routes the demo calls, with the RucioAPI call each makes.
 SIDE_BY_SIDE = [
@@ -57,13 +47,12 @@ SIDE_BY_SIDE = [
 
 
 def main() -> None:
-    with RucioStandIn() as rucio:
-        for endpoint, seconds in RUCIO_LATENCY.items():
-            rucio.delay(endpoint, seconds)
+    with RucioServer() as rucio:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
         with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
             print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
-            print(f"Rucio stand-in for instances atlas (replica mode) and cms (download mode) at {rucio.url}")
+            print(f"Rucio server {rucio.version} (PyPI rucio, SQLite) for instances atlas (replica mode) "
+                  f"and cms (download mode) at {rucio.url}")
             with prometheus_for(server) as prometheus:
                 if prometheus is not None:
                     print(f"Prometheus at {prometheus.url} scraping it with deploy/prometheus/jupyter-server.yml")
@@ -107,27 +96,27 @@ def prometheus_for(server: JupyterServerProcess) -> Iterator[PrometheusProcess |
             yield prometheus
 
 
-def drive(server: JupyterServerProcess, rucio: RucioStandIn) -> None:
+def drive(server: JupyterServerProcess, rucio: RucioServer) -> None:
     calls: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "rucio-jupyterlab/instances", {}),
         ("PUT", "rucio-jupyterlab/instances", {"json": {"instance": "atlas", "auth": "userpass"}}),
         ("GET", "rucio-jupyterlab/upload/jobs", {}),
-        ("PUT", "rucio-jupyterlab/auth", {"json": userpass_credentials("atlas")}),
-        ("PUT", "rucio-jupyterlab/auth", {"json": userpass_credentials("cms")}),
+        ("PUT", "rucio-jupyterlab/auth", {"json": rucio.userpass_credentials("atlas")}),
+        ("PUT", "rucio-jupyterlab/auth", {"json": rucio.userpass_credentials("cms")}),
         ("GET", "rucio-jupyterlab/list-scopes?namespace=atlas", {}),
         ("GET", "rucio-jupyterlab/list-rses?namespace=atlas", {}),
         ("GET", "rucio-jupyterlab/did-search?namespace=atlas&did=data18:*", {}),
         ("GET", "rucio-jupyterlab/files?namespace=atlas&did=data18:AOD.dataset", {}),
         ("GET", "rucio-jupyterlab/did?namespace=cms&did=data18:AOD.dataset", {}),
-        ("POST", "rucio-jupyterlab/did/make-available?namespace=atlas", {"json": {"did": "data18:AOD.dataset"}}),
+        ("POST", "rucio-jupyterlab/did/make-available?namespace=atlas", {"json": {"did": "data18:RAW.dataset"}}),
         ("GET", "rucio-jupyterlab/open-replication-rule?namespace=atlas&did=data18:AOD.dataset", {}),
         ("GET", "rucio-jupyterlab/file-browser?namespace=atlas&path=", {}),
         ("GET", "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope", {}),
     ]
     for method, path, kwargs in calls:
         show(server, method, path, **kwargs)
-    rucio.fail("GET /scopes/", 500, times=1)
-    show(server, "GET", "rucio-jupyterlab/list-scopes?namespace=atlas", note="(Rucio answers 500 this once)")
+    show(server, "GET", "rucio-jupyterlab/list-rses?namespace=atlas&expression=SITE_*",
+         note="(Rucio: 400, invalid RSE expression)")
 
 
 def show(server: JupyterServerProcess, method: str, path: str, note: str = "", **kwargs: Any) -> None:

@@ -71,6 +71,18 @@ class ETagHandler(RequestHandler):
         self.write("same body every time")
 
 
+class DetachHandler(RequestHandler):
+    """Takes the connection over and answers on the raw stream, as a WebSocket upgrade or a proxy does."""
+
+    async def get(self) -> None:
+        status = int(self.get_query_argument("status", "200"))
+        if status != 200:
+            self.set_status(status)
+        stream = self.detach()
+        await stream.write(f"HTTP/1.1 {status} X\r\nContent-Length: 8\r\nConnection: close\r\n\r\ndetached".encode())
+        stream.close()
+
+
 class OtherHandler(RequestHandler):
     def get(self) -> None:
         self.write("not rucio")

@@ -183,3 +183,43 @@ def our_families_only(exposition: str) -> str:
         if name.startswith(OUR_PREFIXES):
             kept.append(line)
     return "\n".join(kept) + "\n"
+
+
+KUBERNETES_DIR = DEPLOY / "kubernetes"
+KUSTOMIZATION = KUBERNETES_DIR / "kustomization.yaml"
+Z2JH_VALUES = KUBERNETES_DIR / "z2jh-values.yaml"
+
+
+def kubernetes_objects() -> dict[str, Any]:
+    """``{kind: object}`` of the objects ``kubectl apply -k deploy/kubernetes/`` applies (one of each kind)."""
+    objects = {}
+    for name in load_yaml(KUSTOMIZATION)["resources"]:
+        for obj in yaml.safe_load_all((KUBERNETES_DIR / name).read_text()):
+            assert obj["kind"] not in objects, f"a second {obj['kind']} in {name}"
+            objects[obj["kind"]] = obj
+    return objects
+
+
+def podmonitor_scrape_config(podmonitor: dict[str, Any], credentials_file: Path, file_sd: Path) -> dict[str, Any]:
+    """A Prometheus config scraping with the PodMonitor's endpoint: its port's targets, auth and relabelings.
+
+    The Operator builds the same from a PodMonitor (plus its own selection
+    rules and labels first); here the targets come from a file, as for
+    ``deploy_config``, and the token from ``credentials_file``.
+    """
+    [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
+    snake = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    auth = endpoint["authorization"]
+    return {
+        "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
+        "scrape_configs": [{
+            "job_name": podmonitor["metadata"]["name"],
+            "scrape_interval": INTERVAL,
+            "scrape_timeout": INTERVAL,
+            "authorization": {"type": auth["type"], "credentials_file": str(credentials_file)},
+            "file_sd_configs": [{"files": [str(file_sd)]}],
+            "relabel_configs": [{snake.get(k, k): v for k, v in r.items()} for r in endpoint["relabelings"]],
+            "metric_relabel_configs": [{snake.get(k, k): v for k, v in r.items()}
+                                       for r in endpoint["metricRelabelings"]],
+        }],
+    }

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -165,14 +166,25 @@ class JupyterHubProcess(ChildProcess):
         names = list(names)
         self.create_users(names)
         for name in names:
-            response = self.api("POST", f"users/{name}/server")
+            response = self.api("POST", f"users/{quote(name, safe='')}/server")
             if response.status_code not in (201, 202):
                 raise RuntimeError(f"starting {name}'s server answered {response.status_code}: {response.text}")
         for name in names:
             self.wait_until(
-                lambda name=name: self.api("GET", f"users/{name}").json()["servers"].get("", {}).get("ready"),
+                lambda name=name: self.user(name)["servers"].get("", {}).get("ready"),
                 90, f"{name}'s server did not become ready",
             )
+
+    def stop_server(self, name: str) -> None:
+        """Stop ``name``'s default server; wait until the hub has no server for them."""
+        response = self.api("DELETE", f"users/{quote(name, safe='')}/server")
+        if response.status_code not in (202, 204):
+            raise RuntimeError(f"stopping {name}'s server answered {response.status_code}: {response.text}")
+        self.wait_until(lambda: not self.user(name)["servers"], 60, f"{name}'s server did not stop")
+
+    def user(self, name: str) -> dict[str, Any]:
+        """The hub's model of user ``name``."""
+        return dict(self.api("GET", f"users/{quote(name, safe='')}").json())
 
 
 def _kill(pid: int) -> None:

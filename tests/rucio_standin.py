@@ -16,7 +16,8 @@ Rucio's REST API that rucio-jupyterlab 41 calls, the way Rucio answers them:
 
 Knobs match a regex against ``"<METHOD> <path>"``, e.g. ``"GET /scopes/"``:
 ``delay`` (every matching answer waits), ``fail`` (answer an error status)
-and ``drop`` (close the connection without an answer). ``requests()`` lists
+``drop`` (close the connection without an answer) and ``truncate`` (close it in
+the middle of the body). ``requests()`` lists
 what the server was asked, so a test can see exactly what reached Rucio.
 
     with RucioStandIn() as rucio:
@@ -79,7 +80,7 @@ RULES = [
 @dataclass
 class _Knob:
     pattern: re.Pattern[str]
-    action: str  # "delay", "fail" or "drop"
+    action: str  # "delay", "fail", "drop" or "truncate"
     seconds: float = 0.0
     status: int = 500
     times: int | None = None  # None: every matching request
@@ -129,6 +130,13 @@ class _RucioHandler(tornado.web.RequestHandler):
         for knob in knobs:
             if knob.action == "drop":
                 self.detach().close()
+                raise tornado.web.Finish()
+            if knob.action == "truncate":
+                # Headers promise a body the connection then cuts short.
+                stream = self.detach()
+                await stream.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: 1000\r\n\r\n[\"partial")
+                stream.close()
                 raise tornado.web.Finish()
             if knob.action == "fail":
                 raise RucioError(knob.status, "RucioException", f"injected failure {knob.status}")
@@ -381,6 +389,10 @@ class RucioStandIn:
     def drop(self, pattern: str, times: int | None = None) -> None:
         """Close the connection of matching requests without answering."""
         self._add(_Knob(re.compile(pattern), "drop", times=times))
+
+    def truncate(self, pattern: str, times: int | None = None) -> None:
+        """Answer matching requests with 200 and a part of the promised body, then close the connection."""
+        self._add(_Knob(re.compile(pattern), "truncate", times=times))
 
     def reset(self) -> None:
         """Remove every knob and forget the requests seen (issued tokens stay valid)."""

@@ -129,13 +129,38 @@ def test_fleet_rules_aggregate_over_the_servers(hub_fleet: HubFleet) -> None:
     assert 0 < means[("jupyterhub-singleuser",)] < 30
 
 
+# Names the hub URL-escapes in its paths: a space, a non-ASCII letter, "+" and "@".
+ESCAPED_USERS = ["a b", "jürgen", "first+last@example.org"]
+
+
+def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFleet) -> None:
+    hub, prometheus = hub_fleet.hub, hub_fleet.prometheus
+    hub.start_servers(ESCAPED_USERS)
+    try:
+        helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
+        assert helper.returncode == 0, helper.stderr
+        paths = {g["labels"]["instance"]: g["labels"]["__metrics_path__"]
+                 for g in json.loads(hub_fleet.targets_file.read_text())}
+        # Decoded: Prometheus escapes the path itself when it requests it.
+        assert {u: paths[u] for u in ESCAPED_USERS} == {u: f"/user/{u}/metrics" for u in ESCAPED_USERS}
+
+        since = time.time()
+        prometheus.wait_for_targets(2 + len(ESCAPED_USERS), seconds=90)
+        targets = prometheus.wait_for_scrapes_after(since, seconds=60)  # raises unless every scrape succeeded
+        assert sorted(t["labels"]["instance"] for t in targets) == sorted(["alice", "bob", *ESCAPED_USERS])
+        routes = prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance")
+        assert {user: routes.get((user,)) for user in ESCAPED_USERS} == {user: 16.0 for user in ESCAPED_USERS}
+    finally:
+        for user in ESCAPED_USERS:
+            hub.stop_server(user)
+        helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
+        assert helper.returncode == 0, helper.stderr
+
+
 def test_a_stopped_server_leaves_the_targets(hub_fleet: HubFleet) -> None:
     # Last in this module: it stops bob's server.
     hub = hub_fleet.hub
-    assert hub.api("DELETE", "users/bob/server").status_code in (202, 204)
-    deadline = time.monotonic() + 60
-    while hub.api("GET", "users/bob").json()["servers"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    hub.stop_server("bob")
     helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
     assert helper.returncode == 0, helper.stderr
     assert [g["labels"]["instance"] for g in json.loads(hub_fleet.targets_file.read_text())] == ["alice"]

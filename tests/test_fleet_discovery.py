@@ -11,10 +11,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +21,7 @@ import pytest
 
 from rucio_metrics import fleet
 
+from .json_http_server import Answer, JSONHTTPServer
 from .jupyter_server_process import REPO, free_port
 
 TOKEN = "fake-hub-token"
@@ -36,73 +35,51 @@ def user(name: str, **servers: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "user", "name": name, "servers": servers}
 
 
-class FakeHub:
+class FakeHub(JSONHTTPServer):
     """Serves ``GET <prefix>hub/api/users`` like JupyterHub 5/6, pages of ``page_size`` users."""
 
     def __init__(self, users: list[dict[str, Any]], prefix: str = "/", page_size: int = 2, paginate: bool = True):
+        super().__init__(self.users_api)
         self.users = users
         self.prefix = prefix
         self.page_size = page_size
         self.paginate = paginate
-        self.requests: list[str] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hub.requests.append(self.path)
-                url = urlsplit(self.path)
-                if url.path != f"{hub.prefix}hub/api/users":
-                    return self.reply(404, {"status": 404, "message": "Not Found"})
-                if self.headers.get("Authorization") != f"token {TOKEN}":
-                    return self.reply(403, {"status": 403, "message": "Action is not authorized"})
-                query = parse_qs(url.query)
-                assert query["state"] == ["ready"]
-                ready = [u for u in hub.users if any(s["ready"] for s in u["servers"].values())]
-                if not (hub.paginate and "jupyterhub-pagination" in self.headers.get("Accept", "")):
-                    return self.reply(200, ready)
-                offset = int(query.get("offset", ["0"])[0])
-                limit = min(int(query.get("limit", ["50"])[0]), hub.page_size)
-                following = offset + limit
-                page = {
-                    "items": ready[offset:following],
-                    "_pagination": {
-                        "offset": offset, "limit": limit, "total": len(ready),
-                        "next": {"offset": following, "limit": limit, "url": "http://hub-internal/"}
-                        if following < len(ready) else None,
-                    },
-                }
-                self.reply(200, page)
-
-            def reply(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{self.prefix}"
+    def requests(self) -> list[str]:
+        return [path for path, _ in self.seen]
+
+    def users_api(self, path: str, headers: dict[str, str]) -> Answer:
+        url = urlsplit(path)
+        if url.path != f"{self.prefix}hub/api/users":
+            return 404, {}, {"status": 404, "message": "Not Found"}
+        if headers.get("Authorization") != f"token {TOKEN}":
+            return 403, {}, {"status": 403, "message": "Action is not authorized"}
+        query = parse_qs(url.query)
+        assert query["state"] == ["ready"]
+        ready = [u for u in self.users if any(s["ready"] for s in u["servers"].values())]
+        if not (self.paginate and "jupyterhub-pagination" in headers.get("Accept", "")):
+            return 200, {}, ready
+        offset = int(query.get("offset", ["0"])[0])
+        limit = min(int(query.get("limit", ["50"])[0]), self.page_size)
+        following = offset + limit
+        page = {
+            "items": ready[offset:following],
+            "_pagination": {
+                "offset": offset, "limit": limit, "total": len(ready),
+                "next": {"offset": following, "limit": limit, "url": "http://hub-internal/"}
+                if following < len(ready) else None,
+            },
+        }
+        return 200, {}, page
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
+        return f"127.0.0.1:{self.port}"
 
 
 @pytest.fixture

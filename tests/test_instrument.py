@@ -8,13 +8,16 @@ import socket
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
 from tornado.web import Application
 
 from rucio_metrics.instrument import instrument_app, is_instrumented
 from rucio_metrics.metrics import MethodMetrics, Metrics
 from rucio_metrics.routes import app_rules
 
-from .apps import PREFIX, OtherHandler, SyncHandler, make_app
+from .apps import PREFIX, DetachHandler, OtherHandler, SyncHandler, make_app
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 DURATION_COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"
@@ -193,6 +196,28 @@ async def test_client_disconnect_is_499_and_in_progress_returns_to_zero(http_ser
     assert all_requests(registry) == 1
     assert count(registry, "async") == 1
     assert (await fetch(http_server_client, f"{PREFIX}/sync")).code == 200
+
+
+async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(registry, http_server_port):
+    # Tornado's detach() marks the request finished and drops the close callback:
+    # neither on_finish nor on_connection_close runs afterwards.
+    app = Application([(f"{PREFIX}/detach", DetachHandler)])
+    instrument_app(app, "/", ["rucio-jupyterlab"], Metrics.on(registry))
+    server = HTTPServer(app)
+    sock, port = bind_unused_port()
+    server.add_sockets([sock])
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        for status in (200, 200, 418):
+            response = await fetch(client, f"http://127.0.0.1:{port}{PREFIX}/detach?status={status}")
+            assert (response.code, response.body) == (status, b"detached")
+    finally:
+        client.close()
+        server.stop()
+    assert requests(registry, "detach", "GET", "200") == 2
+    assert requests(registry, "detach", "GET", "418") == 1
+    assert count(registry, "detach") == 3
+    assert in_progress(registry, "detach") == 0
 
 
 async def test_a_failure_while_recording_never_breaks_the_request(http_server_client, registry, monkeypatch, caplog):

@@ -110,6 +110,22 @@ def test_bad_option_is_logged_and_the_server_serves_everything():
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/instances", method="GET", status_code="200") == 1
 
 
+def test_buckets_only_infinite_fall_back_to_the_default_and_the_routes_are_measured():
+    # [inf, inf] used to pass the option's check and then fail building the histogram,
+    # which switched the whole extension off.
+    inf = float("inf")
+    with JupyterServerProcess(extra_config={"RucioMetrics": {"latency_metric": "histogram", "buckets": [inf, inf]}}) \
+            as server:
+        assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+        log = server.log()
+        samples = server.samples("rucio_jupyterlab_http_")
+    assert "invalid option RucioMetrics.buckets = [inf, inf]: buckets must be strictly increasing" in log
+    assert "failed to load" not in log
+    assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 16
+    bucket = "rucio_jupyterlab_http_request_duration_seconds_bucket"
+    assert sample(samples, bucket, handler="/rucio-jupyterlab/instances", method="GET", le="60.0") == 1
+
+
 def test_disabled_by_option():
     with JupyterServerProcess(args=["--RucioMetrics.enabled=False"]) as server:
         assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200

@@ -7,19 +7,24 @@ process's global registry, so every assertion is on a before/after delta.
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from jupyter_server.serverapp import ServerApp
-from prometheus_client import REGISTRY
+from jupyter_server.utils import url_path_join
+from prometheus_client import REGISTRY, CollectorRegistry
 from pytest_jupyter.jupyter_server import *  # noqa: F403  (jp_serverapp, jp_fetch and what they need)
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
+from tornado.web import RequestHandler
 from traitlets.config import Config
 
 import rucio_metrics
+from rucio_metrics.extension import load
 from rucio_metrics.instrument import is_instrumented
 from rucio_metrics.routes import app_rules, rules_under
+from rucio_metrics.scrape_path import metrics_path, prometheus_spelling
 
 INSTANCES = {"handler": "/rucio-jupyterlab/instances", "method": "GET", "status_code": "200"}
 EXTENSIONS = {"rucio_jupyterlab.server": True, "rucio_metrics": True}
@@ -85,7 +90,87 @@ async def test_disabled_extension_leaves_routes_alone_then_enabling_counts(jp_se
     patterns = rule_patterns(jp_serverapp)
 
     rucio_metrics._load_jupyter_server_extension(jp_serverapp)  # enabled again
-    assert rule_patterns(jp_serverapp) == patterns  # no endpoint added, none removed
+    # None removed; the one added is the metrics endpoint at Prometheus' spelling of the
+    # escaped base_url pytest-jupyter uses ("/a%40b/" is requested as "/a@b/").
+    alias = prometheus_spelling(metrics_path(jp_serverapp.base_url))
+    assert jp_serverapp.base_url == "/a%40b/"
+    assert rule_patterns(jp_serverapp) - patterns == {re.escape(alias) + "$"}
+    assert patterns <= rule_patterns(jp_serverapp)
     assert all(is_instrumented(r.target) for r in rucio)
     assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
     assert instances_count() - before == 1
+
+
+class LateHandler(RequestHandler):
+    def get(self) -> None:
+        self.write("late")
+
+
+async def test_a_second_load_with_new_prefixes_instruments_routes_added_later_under_them(jp_serverapp, caplog):
+    # The add_handlers hook used to keep the first load's prefixes, though the log promised otherwise.
+    jp_serverapp.config.RucioMetrics.route_prefixes = ["rucio-jupyterlab", "late-extension"]
+    try:
+        with caplog.at_level(logging.INFO):
+            rucio_metrics._load_jupyter_server_extension(jp_serverapp)
+        jp_serverapp.web_app.add_handlers(".*$", [(url_path_join(jp_serverapp.base_url, "late-extension/ping"),
+                                                   LateHandler)])
+    finally:
+        del jp_serverapp.config.RucioMetrics["route_prefixes"]
+    late = [rule for rule, _ in rules_under(jp_serverapp.web_app, jp_serverapp.base_url, ["late-extension"])]
+    assert len(late) == 1 and is_instrumented(late[0].target)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "rucio_metrics" in r.getMessage()]
+
+
+async def test_a_second_load_warns_for_every_option_it_cannot_change(jp_serverapp, caplog):
+    # A fresh registry, so this test fixes the duration type itself: a histogram with two buckets.
+    registry = CollectorRegistry()
+    config = jp_serverapp.config.RucioMetrics
+    config.latency_metric, config.buckets = "histogram", [1, 2]
+    try:
+        load(jp_serverapp, registry)
+        config.buckets = [1, 5]
+        config.enabled = True
+        config.route_prefixes = ["other"]
+        config.outbound_enabled = False
+        with caplog.at_level(logging.WARNING):
+            load(jp_serverapp, registry)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        config.latency_metric = "summary"
+        config.enabled = False
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            load(jp_serverapp, registry)
+        more = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    finally:
+        for name in ("latency_metric", "buckets", "enabled", "route_prefixes", "outbound_enabled"):
+            config.pop(name, None)
+        load(jp_serverapp)  # calls to Rucio recorded on the global registry again, as the other tests expect
+    assert [w.split(" is ignored")[0].split(" no longer")[0] for w in warnings] == [
+        "rucio_metrics: RucioMetrics.route_prefixes",
+        "rucio_metrics: RucioMetrics.outbound_enabled = False",
+        "rucio_metrics: RucioMetrics.buckets = [1.0, 5.0]",
+    ]
+    assert "with buckets [1.0, 2.0]" in warnings[2] and "rucio-jupyterlab" in warnings[0]
+    assert more == [
+        "rucio_metrics: RucioMetrics.enabled = False is ignored for the routes already instrumented: "
+        "they stay measured until the server restarts",
+    ]
+
+
+async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_serverapp, caplog, monkeypatch):
+    def broken(*args: object) -> list[str]:
+        raise RuntimeError("walk failed")
+
+    registry = CollectorRegistry()
+    monkeypatch.setattr("rucio_metrics.extension.instrument_app", broken)
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert load(jp_serverapp, registry) is not None
+    finally:
+        monkeypatch.undo()
+        load(jp_serverapp)  # the hook back to the global registry
+    # 0 with the server up: the RoutesNotInstrumented alert's condition.
+    assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "rucio_metrics: instrumenting the routes failed; requests are served unmeasured",
+    ]

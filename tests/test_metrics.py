@@ -15,7 +15,9 @@ import prometheus_client.metrics
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from traitlets import TraitError
 
+from rucio_metrics.config import RucioMetrics
 from rucio_metrics.metrics import Metrics, method_label
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -188,7 +190,15 @@ def test_metrics_on_returns_the_same_families(registry):
     assert Metrics.on(registry) is Metrics.on(registry, "histogram")
 
 
-def test_histogram_buckets_are_checked_as_prometheus_client_checks_them(registry):
-    with pytest.raises(ValueError, match="sorted"):
-        Metrics(registry, "histogram", (1.0, 0.5))
+@pytest.mark.parametrize("buckets", [(1.0, 0.5), (float("inf"), float("inf")), (float("inf"),), (0.0, 1.0)])
+def test_histogram_buckets_are_checked_by_the_function_that_checks_the_option(registry, buckets):
+    with pytest.raises(ValueError) as raised:
+        Metrics(registry, "histogram", buckets)
+    with pytest.raises(TraitError) as refused:
+        RucioMetrics(buckets=list(buckets))
+    assert str(raised.value) in str(refused.value)
+
+
+def test_histogram_bounds_end_in_inf(registry):
     assert Metrics(registry, "histogram", (0.5, 1.0)).bounds == [0.5, 1.0, float("inf")]
+    assert Metrics.on(CollectorRegistry(), "histogram", (0.5, float("inf"))).bounds == [0.5, float("inf")]

@@ -151,6 +151,9 @@ def test_outcomes_follow_what_rucio_answered(api_class: type, rucio: RucioStandI
     rucio.drop("GET /rses", times=1)
     with pytest.raises(Exception, match="ConnectionError"):
         api.get_rses()
+    rucio.truncate("GET /dids/data18/AOD.dataset/rules", times=1)  # dropped in the middle of the body
+    with pytest.raises(Exception):  # noqa: B017  (whatever rucio-jupyterlab makes of it)
+        api.get_rules(*DATASET)
     with pytest.raises(Exception, match="Duplicate filter key"):
         api.search_did("data18", "*", filters="a=1,a=2")  # refused before any request
 
@@ -166,12 +169,14 @@ def test_outcomes_follow_what_rucio_answered(api_class: type, rucio: RucioStandI
         (REQUESTS, "atlas", "get_scopes", "5xx"): 1.0,
         (REQUESTS, "atlas", "get_files", "4xx"): 1.0,
         (REQUESTS, "atlas", "get_rses", "connection_error"): 1.0,
+        (REQUESTS, "atlas", "get_rules", "connection_error"): 1.0,
         (REQUESTS, "atlas", "search_did", "error"): 1.0,
         (REQUESTS, "atlas", "add_replication_rule", "error"): 1.0,
         (DURATION + "_count", "atlas", "authenticate"): 1.0,
         (DURATION + "_count", "atlas", "get_scopes"): 2.0,
         (DURATION + "_count", "atlas", "get_files"): 1.0,
         (DURATION + "_count", "atlas", "get_rses"): 1.0,
+        (DURATION + "_count", "atlas", "get_rules"): 1.0,
         (DURATION + "_count", "atlas", "search_did"): 1.0,
         (DURATION + "_count", "atlas", "add_replication_rule"): 1.0,
     }

@@ -29,7 +29,9 @@ from .deploy_files import (
     dashboard_variable_selectors,
     deploy_config,
     fill_variables,
+    kubernetes_objects,
     our_families_only,
+    podmonitor_scrape_config,
     promtool,
     rule_expressions,
 )
@@ -322,9 +324,22 @@ def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "
     return {"targets": [f"127.0.0.1:{server.port}"], "labels": labels}
 
 
-def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path) -> None:
+def pod_scrape_config(shipped: str, pods: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """The shipped z2jh scrape config or PodMonitor, its pod discovery replaced by a file holding ``pods``."""
+    pods_file = folder / "pods.json"
+    pods_file.write_text(json.dumps(pods))
+    token_file = folder / "token"
+    token_file.write_text(TOKEN)
+    if shipped == "podmonitor.yaml":
+        return podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
+    return deploy_config(shipped, token_file, file_sd=pods_file)
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path, shipped: str) -> None:
     # Debian's Prometheus has no Kubernetes discovery; file SD hands the shipped
     # relabelling the same meta labels pod discovery gives KubeSpawner's pods.
+    # The PodMonitor's endpoint (deploy/kubernetes/) runs the same way, with its Bearer token.
     alice, carol_gpu = fleet.servers["alice"], fleet.servers["norucio"]
     pods = [
         kubernetes_pod(alice, "alice"),
@@ -332,11 +347,7 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
         kubernetes_pod(alice, "dave", phase="Pending"),  # dropped: not running
         kubernetes_pod(alice, "erin", port_name="metrics"),  # dropped: another container port
     ]
-    pods_file = tmp_path / "pods.json"
-    pods_file.write_text(json.dumps(pods))
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    with PrometheusProcess(deploy_config("zero-to-jupyterhub.yml", token_file, file_sd=pods_file)) as prometheus:
+    with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
         targets = prometheus.wait_for_targets(2)
         labels = {t["labels"]["instance"]: t["labels"] for t in targets}
         assert sorted((t["scrapeUrl"], t["health"]) for t in targets) == sorted([
@@ -351,3 +362,28 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
         assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
             ("alice",): 16.0, ("carol/gpu",): 0.0,
         }
+
+
+# User names JupyterHub escapes in a server's base_url, as KubeSpawner's annotation holds them.
+ESCAPED_USERS = {"jürgen": "/user/j%C3%BCrgen/", "first+last@example.org": "/user/first%2Blast@example.org/"}
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(tmp_path: Path, shipped: str) -> None:
+    # The annotation holds the raw name; Prometheus escapes the path it builds from it
+    # with Go's rules, and rucio_metrics answers Go's spelling where it differs from the hub's.
+    servers = {user: JupyterServerProcess(base_url=base_url) for user, base_url in ESCAPED_USERS.items()}
+    try:
+        start_all(list(servers.values()))
+        pods = [kubernetes_pod(server, user) for user, server in servers.items()]
+        with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
+            targets = prometheus.wait_for_targets(len(servers))
+            assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
+                (user, "up", "") for user in ESCAPED_USERS
+            )
+            assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
+                (user,): 16.0 for user in ESCAPED_USERS
+            }
+    finally:
+        for server in servers.values():
+            server.stop()

@@ -48,6 +48,25 @@ def test_every_metric_in_the_table_exists_with_that_type():
         assert families.get(base) == kind, name
 
 
+def test_every_known_upstream_issue_names_tests_that_show_its_series():
+    section = README.split("## Known issues of rucio-jupyterlab 41 the metrics show\n", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in re.findall(r"^\| (.+) \|$", section, re.M) if "test_" in row]
+    assert len(rows) == 8
+    sources = "".join((REPO / "tests" / name).read_text() for name in ("test_rucio_routes.py", "test_rucio_faults.py"))
+    for row in rows:
+        tests = re.findall(r"`(test_\w+)`", row.rsplit(" | ", 1)[1])
+        assert tests, row
+        for test in tests:
+            body = re.search(rf"^def {test}\(.*?(?=^def |\Z)", sources, re.M | re.S)
+            assert body is not None, test
+            # The labels the row names are the ones the test asserts.
+            for label, value in re.findall(r'(exception|outcome)="(\w+)"', row.rsplit(" | ", 1)[0]):
+                if label == "exception":
+                    assert f'exception="{value}"' in body.group(0), (test, value)
+                else:
+                    assert f'"{value}"' in body.group(0), (test, value)
+
+
 def test_the_fleet_recommendation_drops_only_jupyter_servers_histogram_of_the_rucio_routes(tmp_path):
     import yaml
 

@@ -1,0 +1,96 @@
+"""What the Rucio route tests compare: our counters over HTTP ``/metrics``, before and after.
+
+Shared by tests/test_rucio_routes.py (a real Rucio server) and
+tests/test_rucio_faults.py (the Rucio stand-in, for injected faults).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import requests
+
+from .jupyter_server_process import JupyterServerProcess
+
+HTTP = "rucio_jupyterlab_http_"
+RUCIO = "rucio_jupyterlab_rucio_"
+
+Key = tuple[str, frozenset[tuple[str, str]]]
+Samples = dict[Key, float]
+
+
+def counters(samples: Samples) -> Samples:
+    """Our counters and duration counts; sums and timestamps vary from run to run."""
+    return {k: v for k, v in samples.items() if k[0].startswith((HTTP, RUCIO)) and k[0].endswith(("_total", "_count"))}
+
+
+def changes(before: Samples, after: Samples) -> Samples:
+    before, after = counters(before), counters(after)
+    diff = {k: after[k] - before.get(k, 0.0) for k in after}
+    return {k: v for k, v in diff.items() if v}
+
+
+def key(name: str, **labels: str) -> Key:
+    return (name, frozenset(labels.items()))
+
+
+def inbound(method: str, route: str, status: int, times: int = 1, exception: str | None = None) -> Samples:
+    """The inbound samples one request (or ``times``) to ``route`` adds."""
+    handler = f"/rucio-jupyterlab/{route}"
+    out = {
+        key(HTTP + "requests_total", handler=handler, method=method, status_code=str(status)): float(times),
+        key(HTTP + "request_duration_seconds_count", handler=handler, method=method): float(times),
+    }
+    if exception:
+        out[key(HTTP + "exceptions_total", handler=handler, method=method, exception=exception)] = float(times)
+    return out
+
+
+def outbound(instance: str, operation: str, outcome: str = "2xx", times: int = 1) -> Samples:
+    """The outbound samples ``times`` calls of one RucioAPI method add."""
+    return {
+        key(RUCIO + "requests_total", instance=instance, operation=operation, outcome=outcome): float(times),
+        key(RUCIO + "request_duration_seconds_count", instance=instance, operation=operation): float(times),
+    }
+
+
+def expect(*parts: Samples) -> Samples:
+    total: Counter[Key] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(total)
+
+
+def seconds(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get(key(name, **labels), 0.0)
+
+
+def outbound_calls(samples: Samples) -> Counter[tuple[str, str]]:
+    """``(operation, outcome)`` of the outbound calls in ``samples`` (a change), summed over instances."""
+    calls: Counter[tuple[str, str]] = Counter()
+    for (name, labels), value in samples.items():
+        if name == RUCIO + "requests_total":
+            label = dict(labels)
+            calls[(label["operation"], label["outcome"])] += int(value)
+    return calls
+
+
+class Session:
+    """A module's Jupyter server, with the counters as they were when the test started."""
+
+    def __init__(self, server: JupyterServerProcess) -> None:
+        self.server = server
+        self.before = server.samples()
+
+    def call(self, method: str, route: str, json: Any = None, **params: str) -> requests.Response:
+        return self.server.request(
+            method, f"rucio-jupyterlab/{route}", params=params, json=json, allow_redirects=False
+        )
+
+    def changes(self) -> Samples:
+        return changes(self.before, self.server.samples())
+
+    def durations(self) -> Samples:
+        after = self.server.samples()
+        return {k: v - self.before.get(k, 0.0) for k, v in after.items() if k[0].endswith("_sum")}

@@ -1,0 +1,246 @@
+"""A real Rucio server (PyPI ``rucio``, the server package) in a child process, on loopback.
+
+Test equipment (also used by the demo). The server package and rucio-clients
+(which rucio-jupyterlab needs) both install the ``rucio`` module, so the server
+lives in its own virtual environment, ``.venv-rucio``, set up by
+``scripts/bootstrap-rucio-server`` (``scripts/bootstrap`` calls it; so does
+``start()`` when it has not run). Each server gets a temporary folder with its
+rucio.cfg, an SQLite database, its storage (posix RSEs) and its log, a free
+port, and Flask's own server; it is seeded with the fixture data of
+``rucio_server_setup.py`` through Rucio's own client. No Rucio daemons run:
+a rule that needs a transfer stays ``REPLICATING`` (``finish_transfer`` plays
+the transfer). Passwords are made up per server and never printed or logged.
+
+    with RucioServer() as rucio:
+        print(rucio.version)                          # what GET /ping says
+        instance = rucio.instance_config("atlas")     # for c.RucioConfig.instances
+        body = rucio.userpass_credentials("atlas")    # for PUT rucio-jupyterlab/auth
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .child_process import ChildProcess, free_port
+from .jupyter_server_process import REPO
+from .rucio_server_setup import ACCOUNT, DESTINATION_RSE, USERNAME
+
+VENV = REPO / ".venv-rucio"
+SET_UP = REPO / "scripts" / "bootstrap-rucio-server"
+
+# Flask's (werkzeug's) access log line: `127.0.0.1 - - [date] "GET /path HTTP/1.1" 200 -`, maybe
+# with terminal colours (werkzeug adds them even when writing to a file).
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+ACCESS_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "(\w+) (\S+) HTTP/[\d.]+" (\d{3}) ')
+
+
+class Secret(str):
+    """A password: its repr never shows it (pytest prints the arguments of a failed assertion)."""
+
+    def __repr__(self) -> str:
+        return "'<secret>'"
+
+
+def rucio_python() -> Path:
+    """The Python of Rucio's virtual environment, set up first if needed (quick when it is)."""
+    done = subprocess.run([str(SET_UP)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{SET_UP.name} failed:\n{done.stdout}{done.stderr}")
+    return VENV / "bin" / "python"
+
+
+class RucioServer(ChildProcess):
+    """``flask run`` of Rucio's REST API with a fresh SQLite database and the fixture data; stopped on exit."""
+
+    name = "rucio server"
+
+    def __init__(self) -> None:
+        super().__init__("rucio-metrics-rucio-", "rucio.log")
+        self.port = free_port()
+        self.password = Secret(secrets.token_urlsafe(18))
+        self.root_password = Secret(secrets.token_urlsafe(18))
+        self.version = ""
+        self.config_path = self.root / "rucio.cfg"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        python = rucio_python()
+        self._write_config()
+        try:
+            # The server starts while the schema is made: it opens the database on its first query.
+            self._spawn_server()
+            self._set_up(python, "database")
+            self._wait_for_ping()
+            self._set_up(python, "seed", str(self.root / "storage"), RUCIO_USER_PASSWORD=self.password)
+        except BaseException:
+            self.stop()
+            raise
+
+    def serve(self) -> None:
+        """Start the REST server again (its database kept); wait until ``GET /ping`` answers."""
+        self._spawn_server()
+        self._wait_for_ping()
+
+    def _spawn_server(self) -> None:
+        command = [
+            str(VENV / "bin" / "flask"), "--app", "rucio.web.rest.flaskapi.v1.main:application",
+            "run", "--host", "127.0.0.1", "--port", str(self.port), "--no-reload", "--no-debugger",
+        ]
+        with open(self.log_path, "ab") as log:  # appends: a restart keeps the access log so far
+            self.process = subprocess.Popen(command, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.root)
+
+    def _wait_for_ping(self) -> None:
+        def ping() -> bool:
+            response = self.session.get(f"{self.url}/ping", timeout=2)
+            self.version = response.json()["version"]
+            return response.status_code == 200
+
+        self.wait_until(ping, 60, f"{self.name} did not answer GET /ping")
+
+    def halt(self) -> None:
+        """Stop the REST server but keep its folder and database: ``serve()`` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(self.stop_seconds)
+
+    def storage(self, rse: str) -> Path:
+        """The folder of an RSE's files (its posix protocol's prefix)."""
+        return self.root / "storage" / rse
+
+    def finish_transfer(self, rse: str, dids: list[str]) -> None:
+        """Mark the replicas of ``dids`` (``scope:name`` of files) on ``rse`` available, as a transfer would."""
+        self._set_up(rucio_python(), "finish-transfer", rse, *dids)
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # Rucio's venv, nothing else
+        return {**env, "RUCIO_CONFIG": str(self.config_path), **extra}
+
+    def _set_up(self, python: Path, *args: str, **env: str) -> None:
+        """A step of rucio_server_setup.py; its output goes to the log."""
+        with open(self.log_path, "ab") as log:
+            done = subprocess.run(
+                [str(python), str(REPO / "tests" / "rucio_server_setup.py"), *args],
+                env=self._env(**env), cwd=self.root, stdout=log, stderr=subprocess.STDOUT, check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.name}: set-up step {args[0]!r} failed:\n{self.log()[-6000:]}")
+
+    def _write_config(self) -> None:
+        (package,) = glob.glob(str(VENV / "lib" / "python*" / "site-packages" / "rucio"))
+        database = f"sqlite:///{self.root / 'rucio.db'}"
+        alembic = self.root / "alembic.ini"
+        alembic.write_text(f"""\
+[alembic]
+sqlalchemy.url = {database}
+script_location = {package}/db/sqla/migrate_repo/
+
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+
+[formatter_generic]
+format = %%(levelname)s [%%(name)s] %%(message)s
+""")
+        (self.root / "logs").mkdir()
+        config = f"""\
+[common]
+logdir = {self.root / 'logs'}
+loglevel = WARNING
+
+# No [core] geoip_licence_key: sorting replicas by distance then downloads nothing.
+
+[database]
+default = {database}
+
+[alembic]
+cfg = {alembic}
+
+[bootstrap]
+userpass_identity = root
+userpass_pwd = {self.root_password}
+userpass_email = root@example.org
+x509_identity =
+gss_identity =
+ssh_identity =
+
+[policy]
+permission = generic
+schema = generic
+lfn2pfn_algorithm_default = hash
+support = root@example.org
+
+[client]
+rucio_host = {self.url}
+auth_host = {self.url}
+auth_type = userpass
+username = root
+password = {self.root_password}
+account = root
+request_retries = 0
+auth_token_file_path = {self.root / 'client-token' / 'auth_token_for_account_root'}
+"""
+        self.config_path.touch(mode=0o600)
+        self.config_path.write_text(config)
+
+    # -- what tests use ---------------------------------------------------------
+
+    def instance_config(self, name: str, mode: str = "replica", **extra: Any) -> dict[str, Any]:
+        """An entry for ``c.RucioConfig.instances`` whose Rucio server is this one."""
+        if mode == "download":
+            from requests import certs
+
+            extra.setdefault("rucio_ca_cert", certs.where())  # schema wants one; unused over plain HTTP
+        return {
+            "name": name,
+            "display_name": name.upper(),
+            "rucio_base_url": self.url,
+            "rucio_auth_url": self.url,
+            "rucio_webui_url": f"{self.url}/ui",
+            "mode": mode,
+            "destination_rse": DESTINATION_RSE,
+            # Where the destination RSE's files are, so paths are those of the real files.
+            "rse_mount_path": str(self.storage(DESTINATION_RSE)),
+            "path_begins_at": len(self.storage(DESTINATION_RSE).parts) - 1,
+            "wildcard_enabled": True,
+            **extra,
+        }
+
+    def userpass_credentials(self, namespace: str, password: str | None = None) -> dict[str, Any]:
+        """The body of ``PUT rucio-jupyterlab/auth`` that logs in as the fixture's user."""
+        return {
+            "namespace": namespace,
+            "type": "userpass",
+            "params": {"username": USERNAME, "password": Secret(password or self.password), "account": ACCOUNT},
+        }
+
+    def access_log(self) -> list[tuple[str, str, int]]:
+        """``(method, path, status)`` of every request the server logged so far, in order."""
+        return [
+            (m.group(1), m.group(2), int(m.group(3)))
+            for m in map(ACCESS_LINE.match, COLOURS.sub("", self.log()).splitlines()) if m
+        ]
+

@@ -1,0 +1,116 @@
+"""Set-up steps of the real Rucio server, run with the Python of Rucio's own virtual environment.
+
+Test equipment, used by tests/rucio_server.py; ``RUCIO_CONFIG`` names the
+server's rucio.cfg. ``database`` creates the schema (stamped for alembic),
+the base VO and the root account; ``seed`` adds the fixture data with Rucio's
+own Python client, as the root account of the ``[client]`` section;
+``finish-transfer RSE SCOPE:NAME...`` marks replicas on RSE available, as a
+finished transfer would (no Rucio daemons run). The user
+account's password comes in ``RUCIO_USER_PASSWORD``, never on the command line.
+
+Rucio is imported inside the functions: this module is also imported, for its
+fixture data, where the ``rucio`` module is rucio-clients, not the server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+USERNAME = "alice"
+ACCOUNT = "alice"
+DESTINATION_RSE = "SITE_DISK"
+
+# Rucio storage elements, each with a posix `file` protocol under the server's folder.
+RSES = {"SITE_DISK": {}, "SITE_TAPE": {"rse_type": "TAPE"}, "SITE_SCRATCHDISK": {}}
+SCOPES = {"user.alice": ACCOUNT, "data18": "root", "mc16": "root"}
+# Files (name: bytes) of scope data18, with the RSE their replica is on.
+FILES = {
+    "file1.root": (1000, "SITE_DISK"),
+    "file2.root": (2000, "SITE_DISK"),
+    "file3.root": (3000, "SITE_DISK"),
+    "raw1.root": (4000, "SITE_TAPE"),
+    "raw2.root": (5000, "SITE_TAPE"),
+    "sim1.root": (6000, "SITE_TAPE"),
+}
+# Datasets of data18 and the files they hold; AOD.container holds AOD.dataset.
+DATASETS = {
+    "AOD.dataset": ["file1.root", "file2.root"],
+    "legacy.dataset": ["file3.root"],
+    "RAW.dataset": ["raw1.root", "raw2.root"],
+    "SIM.dataset": ["sim1.root"],
+}
+CONTAINERS = {"AOD.container": ["AOD.dataset"]}
+# Rules that exist from the start: AOD.dataset kept on the destination RSE (already there: OK).
+RULES = [("AOD.dataset", DESTINATION_RSE)]
+
+
+def protocol(prefix: str) -> dict[str, Any]:
+    return {
+        "scheme": "file",
+        "hostname": "localhost",
+        "port": 0,
+        "prefix": prefix,
+        "impl": "rucio.rse.protocols.posix.Default",
+        "domains": {
+            "lan": {"read": 1, "write": 1, "delete": 1},
+            "wan": {"read": 1, "write": 1, "delete": 1, "third_party_copy_read": 1, "third_party_copy_write": 1},
+        },
+    }
+
+
+def database() -> None:
+    from rucio.db.sqla.session import get_engine
+    from rucio.db.sqla.util import build_database, create_base_vo, create_root_account
+
+    # SQLite's write-ahead log lets the server's threads read while one writes (concurrent uploads).
+    with get_engine().connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    build_database()
+    create_base_vo()
+    create_root_account()
+
+
+def seed(storage: str) -> None:
+    """The fixture data; RSE storage folders go under ``storage``."""
+    from rucio.client import Client
+
+    client = Client()
+    client.add_account(ACCOUNT, "USER", "alice@example.org")
+    client.add_identity(ACCOUNT, USERNAME, "USERPASS", "alice@example.org",
+                        password=os.environ["RUCIO_USER_PASSWORD"])
+    # Rucio's generic permission policy lets only admins mark replicas available, the last step of an upload.
+    client.add_account_attribute(ACCOUNT, "admin", "True")
+    for rse, properties in RSES.items():
+        client.add_rse(rse, **properties)
+        client.add_protocol(rse, protocol(os.path.join(storage, rse) + "/"))
+        for account in ("root", ACCOUNT):
+            client.set_local_account_limit(account, rse, 10**12)
+    for scope, account in SCOPES.items():
+        client.add_scope(account, scope)
+    for rse in RSES:
+        files = [{"scope": "data18", "name": name, "bytes": size, "adler32": "0cc737eb"}
+                 for name, (size, where) in FILES.items() if where == rse]
+        if files:
+            client.add_replicas(rse, files)
+    for dataset, files in DATASETS.items():
+        client.add_dataset("data18", dataset)
+        client.attach_dids("data18", dataset, [{"scope": "data18", "name": name} for name in files])
+    for container, datasets in CONTAINERS.items():
+        client.add_container("data18", container)
+        client.attach_dids("data18", container, [{"scope": "data18", "name": name} for name in datasets])
+    for dataset, rse in RULES:
+        client.add_replication_rule([{"scope": "data18", "name": dataset}], 1, rse)
+
+
+def finish_transfer(rse: str, *dids: str) -> None:
+    from rucio.client import Client
+
+    files = [{"scope": did.split(":")[0], "name": did.split(":")[1], "state": "A"} for did in dids]
+    Client().update_replicas_states(rse, files)
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"database": database, "seed": seed, "finish-transfer": finish_transfer}[command](*args)

@@ -1,0 +1,160 @@
+"""End to end with faults a real Rucio server cannot produce on demand: the Rucio stand-in.
+
+tests/test_rucio_routes.py drives every route against a real Rucio server. What
+it cannot make that server do, these tests make the stand-in
+(tests/rucio_standin.py) do: answer an arbitrary 5xx, drop the connection
+without an answer, answer slowly, fail one token request; and accept an OIDC
+token, which a real Rucio only does with an identity provider behind it. Each
+test asserts exactly which ``rucio_jupyterlab_http_*`` and
+``rucio_jupyterlab_rucio_*`` counters changed, and by how much.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.jupyter_server_process import JupyterServerProcess
+from tests.route_samples import HTTP, RUCIO, Session, expect, inbound, outbound, seconds
+from tests.rucio_standin import RucioStandIn, userpass_credentials
+
+
+@pytest.fixture(scope="module")
+def rucio() -> Iterator[RucioStandIn]:
+    with RucioStandIn() as standin:
+        yield standin
+
+
+def oidc_token_file(directory: Path) -> Path:
+    """A JWT like an identity provider's: rucio-jupyterlab reads its expiry without checking the signature."""
+    path = directory / "oidc-token"
+    claims = {"sub": "alice", "exp": int(time.time()) + 3600}
+    path.write_text(jwt.encode(claims, "a-test-signing-key-of-32-bytes!!", algorithm="HS256"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(rucio: RucioStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServerProcess]:
+    token = oidc_token_file(tmp_path_factory.mktemp("oidc"))
+    instances = [
+        rucio.instance_config("atlas", oidc_auth="file", oidc_file_name=str(token)),
+        rucio.instance_config("cms", mode="download"),
+    ]
+    with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
+        assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
+        for namespace in ("atlas", "cms"):
+            assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials(namespace)).ok
+        yield server
+
+
+class FaultSession(Session):
+    def __init__(self, server: JupyterServerProcess, rucio: RucioStandIn) -> None:
+        super().__init__(server)
+        self.rucio = rucio
+
+
+@pytest.fixture
+def rj(server: JupyterServerProcess, rucio: RucioStandIn) -> FaultSession:
+    """A session whose Rucio tokens are cached, so each test sees only its own calls."""
+    rucio.reset()
+    for route, namespace in (("list-scopes", "atlas"), ("list-rses", "cms")):
+        assert server.request("GET", f"rucio-jupyterlab/{route}", params={"namespace": namespace}).ok
+    rucio.reset()
+    return FaultSession(server, rucio)
+
+
+def test_oidc_auth_check(rj: FaultSession) -> None:
+    response = rj.call("GET", "oidc-auth-check", namespace="atlas")
+    assert response.status_code == 200 and response.json()["success"] is True
+    # This route calls Rucio's /auth/validate through a module function, not RucioAPI: no outbound sample.
+    assert rj.changes() == inbound("GET", "oidc-auth-check", 200)
+    assert rj.rucio.requests() == ["GET /auth/validate"]
+
+
+def test_rucio_error_answer(rj: FaultSession) -> None:
+    rj.rucio.fail("GET /scopes/", 500)
+    assert rj.call("GET", "list-scopes", namespace="atlas").status_code == 500
+    assert rj.changes() == expect(inbound("GET", "list-scopes", 500), outbound("atlas", "get_scopes", "5xx"))
+
+
+def test_rucio_drops_the_connection(rj: FaultSession) -> None:
+    rj.rucio.drop("GET /scopes/")
+    # rucio-jupyterlab turns a failed connection into a 503.
+    assert rj.call("GET", "list-scopes", namespace="atlas").status_code == 503
+    assert rj.changes() == expect(
+        inbound("GET", "list-scopes", 503), outbound("atlas", "get_scopes", "connection_error")
+    )
+
+
+def test_rucio_server_error_uncaught_by_the_route(rj: FaultSession) -> None:
+    # list-rses catches only authentication errors: the Rucio error escapes as a 500.
+    rj.rucio.fail("GET /rses", 500)
+    assert rj.call("GET", "list-rses", namespace="cms").status_code == 500
+    assert rj.changes() == expect(
+        inbound("GET", "list-rses", 500, exception="RucioHTTPException"), outbound("cms", "get_rses", "5xx")
+    )
+
+
+def test_rucio_error_passed_on_by_the_route(rj: FaultSession) -> None:
+    rj.rucio.fail("GET /dids/data18/dids/search", 502)
+    assert rj.call("GET", "did-search", namespace="atlas", did="data18:AOD.*").status_code == 502
+    assert rj.changes() == expect(inbound("GET", "did-search", 502), outbound("atlas", "search_did", "5xx"))
+
+
+def test_files_when_rucio_drops_the_connection(rj: FaultSession) -> None:
+    rj.rucio.drop("GET /replicas/")
+    assert rj.call("GET", "files", namespace="atlas", did="data18:AOD.dataset", poll="1").status_code == 500
+    assert rj.changes() == expect(
+        inbound("GET", "files", 500), outbound("atlas", "get_replicas", "connection_error")
+    )
+
+
+def test_open_replication_rule_hides_rucio_errors(rj: FaultSession) -> None:
+    # The route swallows Rucio's errors and answers "no rule found": only outbound shows why.
+    rj.rucio.fail("GET /dids/.*/rules", 500)
+    response = rj.call("GET", "open-replication-rule", namespace="atlas", did="data18:file1.root")
+    assert response.status_code == 404
+    assert rj.changes() == expect(
+        inbound("GET", "open-replication-rule", 404),
+        outbound("atlas", "get_rules", "5xx", times=2),
+        outbound("atlas", "get_parents"),
+    )
+
+
+def test_make_available_when_rucio_fails_the_rule(rj: FaultSession) -> None:
+    # rucio-jupyterlab does not check this answer's status: the route says 200 with Rucio's error.
+    rj.rucio.fail("POST /rules/", 500)
+    response = rj.call("POST", "did/make-available", json={"did": "data18:AOD.dataset"}, namespace="atlas")
+    assert response.status_code == 200 and response.json()["ExceptionClass"] == "RucioException"
+    assert rj.changes() == expect(
+        inbound("POST", "did/make-available", 200), outbound("atlas", "add_replication_rule", "error")
+    )
+
+
+def test_token_request_fails_inside_a_call(rj: FaultSession) -> None:
+    assert rj.call("PUT", "instances", json={"instance": "atlas", "auth": "userpass"}).ok  # forgets tokens
+    rj.rucio.fail("GET /auth/userpass", 500, times=1)
+    assert rj.call("GET", "list-scopes", namespace="atlas").status_code == 500
+    assert rj.changes() == expect(
+        inbound("PUT", "instances", 200),
+        inbound("GET", "list-scopes", 500),
+        outbound("atlas", "authenticate", "5xx"),
+        outbound("atlas", "get_scopes", "5xx"),
+    )
+    assert rj.rucio.requests() == ["GET /auth/userpass"]
+
+
+def test_slow_rucio_shows_on_both_sides(rj: FaultSession) -> None:
+    rj.rucio.delay("GET /scopes/", 0.5)
+    assert rj.call("GET", "list-scopes", namespace="atlas").status_code == 200
+    durations = rj.durations()
+    route = seconds(durations, HTTP + "request_duration_seconds_sum", handler="/rucio-jupyterlab/list-scopes",
+                    method="GET")
+    rucio = seconds(durations, RUCIO + "request_duration_seconds_sum", instance="atlas", operation="get_scopes")
+    # The route took as long as Rucio, plus the extension's own (small) share.
+    assert 0.5 <= rucio <= route < rucio * 1.5
+    assert rj.changes() == expect(inbound("GET", "list-scopes", 200), outbound("atlas", "get_scopes"))
