@@ -1,8 +1,9 @@
-"""The README's picture: Prometheus' classic graph page over the demo's servers.
+"""The README's picture: Prometheus' classic graph page over the demo's server.
 
 The demo's pieces (a real Jupyter server with rucio-jupyterlab and
-rucio_metrics, the Rucio stand-in, a real Prometheus running the shipped
-deploy/prometheus/jupyter-server.yml, all on 127.0.0.1) get steady traffic on
+rucio_metrics, a real Prometheus running the shipped
+deploy/prometheus/jupyter-server.yml), with the Rucio stand-in in place of the
+demo's real Rucio server, all on 127.0.0.1, get steady traffic on
 several Rucio routes for ``--seconds``; halfway through, the stand-in's DID
 search slows down. Then headless Chromium opens Prometheus' ``/classic/graph``
 with two graphs, requests per second and mean latency per route, and, once both
@@ -41,7 +42,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from demo import RUCIO_LATENCY, prometheus_for
+from demo import prometheus_for
 
 from tests.jupyter_server_process import REPO, TOKEN, JupyterServerProcess
 from tests.rucio_standin import RucioStandIn, userpass_credentials
@@ -61,6 +62,17 @@ TRAFFIC = {
 # What happens halfway through: Rucio's DID search takes this much longer.
 SLOWDOWN = ("GET /dids/[^/]+/dids/search", 0.4)
 
+# How long the Rucio stand-in takes to answer, per Rucio endpoint, so the latency graph has shape: the
+# picture needs a slowdown on demand halfway through, which a real Rucio server cannot give.
+RUCIO_LATENCY = {
+    "GET /scopes/": 0.120,
+    "GET /rses": 0.040,
+    "GET /dids/[^/]+/dids/search": 0.200,
+    "GET /replicas/": 0.080,
+    "GET /dids/.*/files": 0.060,
+    "GET /dids/.*/rules": 0.030,
+    "POST /rules/": 0.150,
+}
 WINDOW = "30s"  # rate() window: a few dozen scrapes at the 1 s interval the demo's Prometheus uses
 GRAPHS = [
     f"sum by (handler) (rate(rucio_jupyterlab_http_requests_total[{WINDOW}]))",
