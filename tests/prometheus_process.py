@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import requests
 import yaml
 
 from .child_process import ChildProcess, free_port
@@ -28,7 +29,36 @@ class PrometheusError(Exception):
     """Prometheus answered a query with an error."""
 
 
-class PrometheusProcess(ChildProcess):
+class PromQLAPI:
+    """Prometheus' HTTP query API (``/api/v1/...``), which VictoriaMetrics answers too."""
+
+    session: requests.Session
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def api(self, path: str, **params: Any) -> Any:
+        """``GET /api/v1/<path>``'s ``data``; raises ``PrometheusError`` with Prometheus' message on error."""
+        response = self.session.get(self.url + "api/v1/" + path, params=params, timeout=30)
+        body = response.json()
+        if body.get("status") != "success":
+            raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (now, or at the Unix time ``at``); the result vector (or a scalar/string in a list)."""
+        data = self.api("query", query=expr, **({} if at is None else {"time": f"{at:.3f}"}))
+        return data["result"] if data["resultType"] in ("vector", "matrix") else [{"value": data["result"]}]
+
+    def values(self, expr: str, *by: str, at: float | None = None) -> dict[tuple[str, ...], float]:
+        """An instant query as ``{(label values of by...): value}``."""
+        return {
+            tuple(r["metric"].get(label, "") for label in by): float(r["value"][1]) for r in self.query(expr, at)
+        }
+
+
+class PrometheusProcess(PromQLAPI, ChildProcess):
     """``prometheus`` on 127.0.0.1 with ``config`` and temporary storage; stopped on exit."""
 
     name = "prometheus"
@@ -56,25 +86,6 @@ class PrometheusProcess(ChildProcess):
         self.start_and_wait(
             command, dict(os.environ), lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200, 30
         )
-
-    def api(self, path: str, **params: Any) -> Any:
-        """``GET /api/v1/<path>``'s ``data``; raises ``PrometheusError`` with Prometheus' message on error."""
-        response = self.session.get(self.url + "api/v1/" + path, params=params, timeout=30)
-        body = response.json()
-        if body.get("status") != "success":
-            raise PrometheusError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query; the result vector (or a scalar/string wrapped in a list)."""
-        data = self.api("query", query=expr)
-        return data["result"] if data["resultType"] in ("vector", "matrix") else [{"value": data["result"]}]
-
-    def values(self, expr: str, *by: str) -> dict[tuple[str, ...], float]:
-        """An instant query as ``{(label values of by...): value}``."""
-        return {
-            tuple(r["metric"].get(label, "") for label in by): float(r["value"][1]) for r in self.query(expr)
-        }
 
     def targets(self) -> list[dict[str, Any]]:
         return list(self.api("targets", state="active")["activeTargets"])

@@ -1,18 +1,20 @@
-"""The benchmarks still run and measure what they say (quick mode, in-process only; no timing assertions)."""
+"""The benchmarks still run and measure what they say (quick mode; no timing assertions)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import sys
 
+import requests
 from prometheus_client import CollectorRegistry
 
-from .jupyter_server_process import REPO
+from .jupyter_server_process import REPO, TOKEN
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 
-from benchmarks import hot_path, run, scrape
+from benchmarks import fleet, hot_path, run, scrape
 
 ROUTE = {"handler": "/rucio-jupyterlab/instances", "method": "GET"}
 
@@ -54,3 +56,56 @@ def test_the_quick_report_prints_tables_and_targets(capsys):
     assert "| rucio_metrics families only, histogram |" in report
     assert "added CPU per request in-process ≤ 3 µs" in report
     assert "Machine: " in report
+
+
+EXPOSITION = """\
+# HELP a_total Requests.
+# TYPE a_total counter
+a_total{handler="/x"} 2.0
+a_created{handler="/x"} 1.7e+09
+# HELP b_seconds Durations.
+# TYPE b_seconds histogram
+b_seconds_bucket{le="0.1"} 1.0
+b_seconds_bucket{le="+Inf"} 3.0
+b_seconds_count 3.0
+b_seconds_sum 0.5
+# HELP c Now.
+# TYPE c gauge
+c 4.0
+"""
+
+
+def test_fleet_payload_counters_advance_and_the_rest_stays():
+    payload = fleet.Payload(EXPOSITION)
+    assert payload.render(0).decode() == EXPOSITION
+    after = payload.render(2).decode()  # two more mixes: three times the counts
+    assert 'a_total{handler="/x"} 6.0\na_created{handler="/x"} 1.7e+09\n' in after
+    assert 'b_seconds_bucket{le="+Inf"} 9.0\nb_seconds_count 9.0\nb_seconds_sum 1.5\n' in after
+    assert "\nc 4.0\n" in after
+
+
+def test_the_simulated_fleet_serves_each_target_with_the_token():
+    with fleet.SimulatedFleet(fleet.Payload(EXPOSITION), 3) as simulated, requests.Session() as session:
+        session.trust_env = False
+        [target] = [t for t in simulated.targets() if t["labels"]["instance"] == "server-2"]
+        url = f"http://{target['targets'][0]}{target['labels']['__metrics_path__']}"
+        assert session.get(url, headers={"Authorization": f"token {TOKEN}"}).text == EXPOSITION
+        assert session.get(url).status_code == 403
+        assert session.get(url.replace("server-2", "server-3"), headers={"Authorization": f"token {TOKEN}"}
+                           ).status_code == 404
+
+
+def test_the_quick_fleet_report_prints_budget_fleet_and_remote_write(capsys):
+    assert fleet.main(["--quick"]) == 0
+    report = capsys.readouterr().out
+    budget = re.search(r"^\| rucio_metrics \(.+?\) \| (\d+) \| (\d+) \| [\d,]+ \|$", report, re.M)
+    assert budget and int(budget.group(2)) < int(budget.group(1))
+    assert re.search(r"^Target: at most 150 series per server without `_created`: \d+ \(holds\)\.$", report, re.M)
+    for variant in fleet.VARIANTS:
+        rows = re.findall(rf"^\| {variant} \| (\d+) \| (\d+) \| ([\d,]+) \|", report, re.M)
+        assert [(n, up) for n, up, _ in rows] == [("2", "2"), ("4", "4")], variant
+        assert int(rows[1][2].replace(",", "")) > int(rows[0][2].replace(",", ""))  # head series grow
+        assert f"| {variant}: growth per 100 servers |" in report
+    shipped = re.search(r"Prometheus holds ([\d,]+) series, VictoriaMetrics received ([\d,]+)", report)
+    assert shipped and int(shipped.group(2).replace(",", "")) < int(shipped.group(1).replace(",", ""))
+    assert "`rucio_jupyterlab_http_requests_total`" not in report.split("### Remote write")[1]

@@ -48,7 +48,9 @@ def config_ids(paths: list[Path]) -> list[str]:
 
 
 def test_the_deploy_folder_has_what_the_readme_lists() -> None:
-    assert config_ids(SCRAPE_CONFIGS) == ["jupyter-server.yml", "jupyterhub-fleet.yml", "zero-to-jupyterhub.yml"]
+    assert config_ids(SCRAPE_CONFIGS) == [
+        "jupyter-server.yml", "jupyterhub-fleet-remote-write.yml", "jupyterhub-fleet.yml", "zero-to-jupyterhub.yml",
+    ]
     assert config_ids(RULE_FILES) == ["rucio-jupyterlab-alerts.yml", "rucio-jupyterlab-recording.yml"]
     assert config_ids(RULE_TESTS) == ["rucio-jupyterlab-rules-test.yml"]
 

@@ -65,3 +65,29 @@ def test_every_known_upstream_issue_names_tests_that_show_its_series():
                     assert f'exception="{value}"' in body.group(0), (test, value)
                 else:
                     assert f'"{value}"' in body.group(0), (test, value)
+
+
+def test_the_fleet_recommendation_drops_only_jupyter_servers_histogram_of_the_rucio_routes(tmp_path):
+    import yaml
+
+    from .deploy_files import PROMETHEUS_DIR, promtool
+
+    [block] = [b for b in code_blocks("yaml") if "http_request_duration_seconds_(bucket" in b]
+    [rule] = yaml.safe_load(block)["metric_relabel_configs"]
+    assert (rule["source_labels"], rule["action"]) == (["__name__", "handler"], "drop")
+
+    def dropped(name: str, handler: str = "") -> bool:  # Prometheus anchors the regex and joins with ";"
+        return re.fullmatch(rule["regex"], f"{name};{handler}") is not None
+
+    for suffix in ("bucket", "count", "sum", "created"):
+        assert dropped(f"http_request_duration_seconds_{suffix}", "rucio_jupyterlab.handlers.list_rses.ListRSEsHandler")
+    assert not dropped("http_request_duration_seconds_count", "jupyter_server.services.api.handlers.APIStatusHandler")
+    assert not dropped("rucio_jupyterlab_http_requests_total", "/rucio-jupyterlab/list-rses")
+    assert not dropped("rucio_jupyterlab_requests_total")
+    # Prometheus takes it in a shipped scrape config.
+    config = yaml.safe_load((PROMETHEUS_DIR / "jupyterhub-fleet.yml").read_text())
+    config["rule_files"] = []
+    config["scrape_configs"][0]["metric_relabel_configs"].append(rule)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    result = promtool("check", "config", "--syntax-only", "prometheus.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
