@@ -233,8 +233,8 @@ def test_dashboard_panels_are_well_formed() -> None:
 
 
 def test_readme_lists_every_deploy_file_rule_and_alert() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
+    page = (REPO / "docs" / "operations.md").read_text()
+    section = page.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
     for path in [*SCRAPE_CONFIGS, *RULE_FILES, *RULE_TESTS, DASHBOARD]:
         assert f"`{path.relative_to(REPO)}`" in section, path
     rule_rows = re.findall(r"^\| `([\w:]+)` \|", section, re.M)

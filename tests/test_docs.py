@@ -75,3 +75,16 @@ def test_the_readme_shows_the_picture_at_its_top() -> None:
     assert width >= 1000 and height >= 800, (width, height)
     assert len(data) < 400_000, "keep the picture small: the README loads it"
     assert os.access(REPO / "scripts" / "screenshot", os.X_OK)
+
+
+def test_the_readme_is_short_and_every_docs_page_is_one_link_away() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) < 10 * 1024, "the README is what a newcomer reads first: keep it under 10 KB"
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)(?:#[\w-]*)?\)", readme))
+    pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+    assert pages <= linked, f"not linked from the README: {sorted(pages - linked)}"
+
+
+def test_the_readme_has_what_a_newcomer_needs_first() -> None:
+    sections = re.findall(r"^## (.+)$", (REPO / "README.md").read_text(), re.M)
+    assert sections == ["Quick start", "Install on a server", "Metrics", "Options", "Scrape it", "Where next"]

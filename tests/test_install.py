@@ -33,6 +33,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         names = tar.getnames()
     assert any(n.endswith("jupyter-config/jupyter_server_config.d/rucio_metrics.json") for n in names), names
     assert any(n.endswith("/LICENSE") for n in names)
+    # The README links to these: they travel with it.
+    assert any(n.endswith("/docs/operations.md") for n in names) and any(n.endswith(".png") for n in names)
     venv = root / "venv"
     run(sys.executable, "-m", "venv", venv, env=env)
     run(venv / "bin" / "python", "-m", "pip", "install", "-q", sdist, env=env)

@@ -37,7 +37,7 @@ from .kubernetes_schemas import KUBERNETES_VERSION, operator_models_version, pro
 
 GENERATOR = REPO / "scripts" / "kubernetes_manifests.py"
 GENERATED = ["grafana-dashboard.yaml", "podmonitor.yaml", "prometheusrule.yaml"]
-README = (REPO / "README.md").read_text()
+OPERATIONS = (REPO / "docs" / "operations.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -266,10 +266,10 @@ def test_every_monitoring_object_carries_the_release_label_and_one_namespace(obj
         assert objects[kind]["metadata"]["labels"] == {"release": "kube-prometheus-stack"}
 
 
-# The README's Kubernetes section.
+# The Kubernetes section of docs/operations.md.
 
 def readme_section() -> str:
-    return README.split("## Kubernetes with the Prometheus Operator")[1].split("\n## ")[0]
+    return OPERATIONS.split("## Kubernetes with the Prometheus Operator")[1].split("\n## ")[0]
 
 
 def test_the_readme_names_every_file_and_what_to_edit(objects: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from . import matrix_envs
 from .interpreters import Interpreter
 from .matrix import (
@@ -27,13 +29,14 @@ from .matrix_cases import rucio_metrics_problems
 from .matrix_envs import key
 
 README = (REPO / "README.md").read_text()
+SUPPORTED_VERSIONS = (REPO / "docs" / "supported-versions.md").read_text()
 
 
 def test_setup_cfg_lower_bounds_are_the_lowest_tested_versions():
     requires = install_requires()
     for package in PACKAGES:
         if package == "rucio-jupyterlab":
-            assert "rucio-jupyterlab" not in requires  # not a dependency: see README, Supported versions
+            assert "rucio-jupyterlab" not in requires  # not a dependency: see docs/supported-versions.md
             continue
         assert str(requires[package.replace("_", "-")].specifier) == f">={LOWEST[package]}", package
 
@@ -44,9 +47,10 @@ def test_python_requires_admits_exactly_the_tested_pythons():
     assert not admitted("3.8")
 
 
-def test_readme_table_is_the_matrix():
-    section = README.split("## Supported versions", 1)[1]
-    table = re.search(r"^\| package .*?\n(?=\n)", section, re.S | re.M)
+@pytest.mark.parametrize("page", ["README.md", "docs/supported-versions.md"])
+def test_the_tables_of_supported_versions_are_the_matrix(page):
+    text = README if page == "README.md" else SUPPORTED_VERSIONS
+    table = re.search(r"^\| package .*?\n(?=\n)", text, re.S | re.M)
     assert table is not None
     assert table.group(0) == supported_versions_table()
 

@@ -505,8 +505,8 @@ def test_promtool_accepts_the_families(latency_metric: str) -> None:
 
 
 def test_the_readme_describes_these_families_labels_and_values(registry: CollectorRegistry) -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Outbound metrics (calls to the Rucio server)\n", 1)[1].split("\n## ", 1)[0]
+    page = (REPO / "docs" / "metrics.md").read_text()
+    section = page.split("## Outbound metrics (calls to the Rucio server)\n", 1)[1].split("\n## ", 1)[0]
     metrics = OutboundMetrics.on(registry)
     families = [(m.name, m.type, list(family._labelnames)) for family in (metrics.requests, metrics.duration)
                 for m in family.collect()]

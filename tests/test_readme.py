@@ -1,4 +1,4 @@
-"""The README and the code say the same things."""
+"""The README, the pages under docs/ and the code say the same things."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from rucio_metrics.metrics import Metrics
 from .jupyter_server_process import REPO
 
 README = (REPO / "README.md").read_text()
+METRICS_PAGE = (REPO / "docs" / "metrics.md").read_text()
+DOCS = README + "".join(page.read_text() for page in sorted((REPO / "docs").glob("*.md")))
 
 
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+    """The ``language`` code blocks of the README and every docs page."""
+    return re.findall(rf"```{language}\n(.*?)```", DOCS, re.S)
 
 
 def test_the_config_example_runs_and_applies(caplog):
@@ -49,7 +52,7 @@ def test_every_metric_in_the_table_exists_with_that_type():
 
 
 def test_every_known_upstream_issue_names_tests_that_show_its_series():
-    section = README.split("## Known issues of rucio-jupyterlab 41 the metrics show\n", 1)[1].split("\n## ", 1)[0]
+    section = METRICS_PAGE.split("## Known issues of rucio-jupyterlab 41 the metrics show\n", 1)[1].split("\n## ", 1)[0]
     rows = [row for row in re.findall(r"^\| (.+) \|$", section, re.M) if "test_" in row]
     assert len(rows) == 8
     sources = "".join((REPO / "tests" / name).read_text() for name in ("test_rucio_routes.py", "test_rucio_faults.py"))
