@@ -26,8 +26,12 @@ class Interpreter:
 
 
 def system() -> Interpreter:
-    """The interpreter the matrix runs under (the project's .venv)."""
-    return Interpreter(sys.executable, ".".join(map(str, sys.version_info[:3])))
+    """The interpreter the matrix runs under: the one behind the project's .venv.
+
+    Resolved through the venv's link, so the cache key of its environments does not
+    depend on where the checkout is (every CI run is a fresh clone in a new folder).
+    """
+    return Interpreter(str(Path(sys.executable).resolve()), ".".join(map(str, sys.version_info[:3])))
 
 
 def pyenv_root(home: Path) -> Path | None:
