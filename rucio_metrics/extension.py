@@ -27,7 +27,8 @@ class _AppLoad:
 
     def __init__(self) -> None:
         self.options: RucioMetrics | None = None
-        self.instrument: Callable[[], None] | None = None
+        self.instrument: Callable[[], None] = lambda: None
+        self.hooked = False  # add_handlers already runs ``instrument``
 
 
 def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics | None:
@@ -134,22 +135,18 @@ def reinstrument_on_add_handlers(web_app: Application, state: _AppLoad) -> None:
     instance's method is replaced, never Tornado's or jupyter_server's
     class, and only once: a later load only changes ``state``.
     """
-    if getattr(web_app.add_handlers, _HOOK_MARK, False):
+    if state.hooked:
         return
+    state.hooked = True
     add_handlers = web_app.add_handlers
 
     @functools.wraps(add_handlers)
     def add_handlers_then_instrument(host_pattern: str, host_handlers: Any) -> Any:
         result = add_handlers(host_pattern, host_handlers)
         try:
-            if state.instrument is not None:
-                state.instrument()
+            state.instrument()
         except Exception:
             instrument_log.exception("rucio_metrics: instrumenting newly added routes failed")
         return result
 
-    setattr(add_handlers_then_instrument, _HOOK_MARK, True)
     web_app.add_handlers = add_handlers_then_instrument  # type: ignore[method-assign]
-
-
-_HOOK_MARK = "_rucio_metrics_hook"

@@ -309,16 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = read_token(args.token_file)
             report = update(args.hub_url, token, args.output, args.address, args.timeout)
             print(f"rucio_metrics.fleet: {report}", file=sys.stderr, flush=True)
-        except (FleetError, OSError) as e:
-            print(f"rucio_metrics.fleet: error: {redacted(str(e), token)}", file=sys.stderr, flush=True)
-            if not args.interval:
-                return 1
-            # Keep the last good file: a hub restart must not empty Prometheus' target list.
         except Exception as e:
-            # A defect here must not stop the targets from being kept; its message may come
-            # from code that saw the token, so it is redacted and has no traceback.
-            message = redacted(f"{type(e).__name__}: {e}", token)
-            print(f"rucio_metrics.fleet: unexpected error: {message}", file=sys.stderr, flush=True)
+            # Anything else is a defect, reported the same way: the last good file is kept (a hub
+            # restart must not empty Prometheus' target list), and since the message may come from
+            # code that saw the token, it is redacted and has no traceback.
+            kind = "error" if isinstance(e, (FleetError, OSError)) else f"unexpected error: {type(e).__name__}"
+            print(f"rucio_metrics.fleet: {kind}: {redacted(str(e), token)}", file=sys.stderr, flush=True)
             if not args.interval:
                 return 1
         if not args.interval:
