@@ -46,14 +46,14 @@ class ChildProcess:
     def start(self) -> None:
         raise NotImplementedError
 
-    def spawn(self, command: Sequence[str], env: dict[str, str]) -> None:
-        """Start ``command`` in ``root``, its output into the log."""
-        with open(self.log_path, "wb") as log:
+    def spawn(self, command: Sequence[str], env: dict[str, str], append: bool = False) -> None:
+        """Start ``command`` in ``root``, its output into the log (after what it holds, with ``append``)."""
+        with open(self.log_path, "ab" if append else "wb") as log:
             self.process = subprocess.Popen(
                 list(command), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
             )
 
-    def wait_until(self, ready: Callable[[], Any], seconds: float, what: str) -> None:
+    def wait_until(self, ready: Callable[[], Any], seconds: float, what: str, every: float = 0.1) -> None:
         """Poll ``ready()`` until it is true; raise with the log if the program exits or time runs out.
 
         Connection errors and half-formed answers while it starts count as not ready.
@@ -67,7 +67,7 @@ class ChildProcess:
                     return
             except (requests.ConnectionError, KeyError, ValueError):
                 pass
-            time.sleep(0.1)
+            time.sleep(every)
         raise RuntimeError(f"{what} within {seconds:.0f} s:\n{self.log()[-6000:]}")
 
     def start_and_wait(self, command: Sequence[str], env: dict[str, str], ready: Callable[[], Any],
@@ -80,7 +80,8 @@ class ChildProcess:
             self.stop()
             raise
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """End the program if it runs: SIGTERM, then SIGKILL after ``stop_seconds``."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -88,6 +89,9 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    def stop(self) -> None:
+        self.terminate()
         self.session.close()
         self.clean_up()
 

@@ -77,12 +77,16 @@ class JupyterServerProcess(ChildProcess):
     def start(self) -> None:
         home = self.root / "home"
         config_dir = self.root / "config"
-        for d in (home, config_dir, self.root / "notebooks"):
+        # Temporary files go under HOME too: rucio-jupyterlab's uploads write a rucio.cfg with the
+        # user's password, and Rucio's client its token, into the temp folder; clean_up removes HOME.
+        tmp = home / "tmp"
+        for d in (home, tmp, config_dir, self.root / "notebooks"):
             d.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=2))
         env = {
             **os.environ,
             "HOME": str(home),
+            "TMPDIR": str(tmp),
             "JUPYTER_CONFIG_DIR": str(config_dir),
             "JUPYTER_DATA_DIR": str(self.root / "data"),
             "JUPYTER_RUNTIME_DIR": str(self.root / "runtime"),

@@ -30,6 +30,7 @@ from typing import Any
 from .child_process import ChildProcess, free_port
 from .jupyter_server_process import REPO
 from .rucio_server_setup import ACCOUNT, DESTINATION_RSE, USERNAME
+from .rucio_standin import rucio_instance
 
 VENV = REPO / ".venv-rucio"
 SET_UP = REPO / "scripts" / "bootstrap-rucio-server"
@@ -95,9 +96,7 @@ class RucioServer(ChildProcess):
             str(VENV / "bin" / "flask"), "--app", "rucio.web.rest.flaskapi.v1.main:application",
             "run", "--host", "127.0.0.1", "--port", str(self.port), "--no-reload", "--no-debugger",
         ]
-        with open(self.log_path, "ab") as log:  # appends: a restart keeps the access log so far
-            self.process = subprocess.Popen(command, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.root)
+        self.spawn(command, self._env(), append=True)  # a restart keeps the access log so far
 
     def _wait_for_ping(self) -> None:
         def ping() -> bool:
@@ -109,9 +108,7 @@ class RucioServer(ChildProcess):
 
     def halt(self) -> None:
         """Stop the REST server but keep its folder and database: ``serve()`` brings it back."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(self.stop_seconds)
+        self.terminate()
 
     def storage(self, rse: str) -> Path:
         """The folder of an RSE's files (its posix protocol's prefix)."""
@@ -210,31 +207,19 @@ auth_token_file_path = {self.root / 'client-token' / 'auth_token_for_account_roo
 
     def instance_config(self, name: str, mode: str = "replica", **extra: Any) -> dict[str, Any]:
         """An entry for ``c.RucioConfig.instances`` whose Rucio server is this one."""
-        if mode == "download":
-            from requests import certs
-
-            extra.setdefault("rucio_ca_cert", certs.where())  # schema wants one; unused over plain HTTP
-        return {
-            "name": name,
-            "display_name": name.upper(),
-            "rucio_base_url": self.url,
-            "rucio_auth_url": self.url,
-            "rucio_webui_url": f"{self.url}/ui",
-            "mode": mode,
-            "destination_rse": DESTINATION_RSE,
-            # Where the destination RSE's files are, so paths are those of the real files.
-            "rse_mount_path": str(self.storage(DESTINATION_RSE)),
-            "path_begins_at": len(self.storage(DESTINATION_RSE).parts) - 1,
-            "wildcard_enabled": True,
-            **extra,
-        }
+        # Where the destination RSE's files are, so paths are those of the real files.
+        mount = self.storage(DESTINATION_RSE)
+        return rucio_instance(self.url, name, mode, DESTINATION_RSE, str(mount), len(mount.parts) - 1, **extra)
 
     def userpass_credentials(self, namespace: str, password: str | None = None) -> dict[str, Any]:
         """The body of ``PUT rucio-jupyterlab/auth`` that logs in as the fixture's user."""
         return {
             "namespace": namespace,
             "type": "userpass",
-            "params": {"username": USERNAME, "password": Secret(password or self.password), "account": ACCOUNT},
+            "params": {
+                "username": USERNAME, "account": ACCOUNT,
+                "password": Secret(self.password if password is None else password),
+            },
         }
 
     def access_log(self) -> list[tuple[str, str, int]]:

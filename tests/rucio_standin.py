@@ -412,26 +412,33 @@ class RucioStandIn:
     # -- configuration -------------------------------------------------------
 
     def instance_config(self, name: str, mode: str = "replica", **extra: Any) -> dict[str, Any]:
-        """An entry for ``c.RucioConfig.instances`` whose Rucio server is this stand-in.
+        """An entry for ``c.RucioConfig.instances`` whose Rucio server is this stand-in."""
+        return rucio_instance(self.url, name, mode, RSE, "/eos/rucio", 3, **extra)
 
-        rucio-jupyterlab's schema wants a CA bundle in download mode; over
-        plain HTTP it is never used, so the one ``requests`` ships will do.
-        """
-        if mode == "download":
-            extra.setdefault("rucio_ca_cert", certs.where())
-        return {
-            "name": name,
-            "display_name": name.upper(),
-            "rucio_base_url": self.url,
-            "rucio_auth_url": self.url,
-            "rucio_webui_url": f"{self.url}/ui",
-            "mode": mode,
-            "destination_rse": RSE,
-            "rse_mount_path": "/eos/rucio",
-            "path_begins_at": 3,
-            "wildcard_enabled": True,
-            **extra,
-        }
+
+def rucio_instance(
+    url: str, name: str, mode: str, destination_rse: str, rse_mount_path: str, path_begins_at: int, **extra: Any
+) -> dict[str, Any]:
+    """An entry for ``c.RucioConfig.instances`` whose Rucio server is at ``url``.
+
+    rucio-jupyterlab's schema wants a CA bundle in download mode; over
+    plain HTTP it is never used, so the one ``requests`` ships will do.
+    """
+    if mode == "download":
+        extra.setdefault("rucio_ca_cert", certs.where())
+    return {
+        "name": name,
+        "display_name": name.upper(),
+        "rucio_base_url": url,
+        "rucio_auth_url": url,
+        "rucio_webui_url": f"{url}/ui",
+        "mode": mode,
+        "destination_rse": destination_rse,
+        "rse_mount_path": rse_mount_path,
+        "path_begins_at": path_begins_at,
+        "wildcard_enabled": True,
+        **extra,
+    }
 
 
 def userpass_credentials(namespace: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from .alertmanager_process import AlertmanagerProcess, WebhookReceiver
-from .deploy_files import DEPLOY, PROMETHEUS_DIR, deploy_config, load_yaml
+from .deploy_files import DEPLOY, RULE_FILES, deploy_config, load_yaml, rules
 from .jupyter_server_process import TOKEN, JupyterServerProcess
 from .prometheus_process import PrometheusProcess
 from .rucio_standin import RucioStandIn, userpass_credentials
@@ -60,22 +60,21 @@ def test_the_shipped_routes_follow_severity(labels: str, receiver: str) -> None:
 
 
 def test_every_shipped_alert_has_a_routed_severity() -> None:
-    alerts = [rule for group in load_yaml(PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-alerts.yml")["groups"]
-              for rule in group["rules"]]
+    alerts = [rule for rule in rules() if "alert" in rule]
     assert alerts and {rule["labels"]["severity"] for rule in alerts} <= {"warning", "critical"}
 
 
 def quick_alert_rules(directory: Path) -> list[str]:
     """The shipped rule files, every alert's ``for:`` set to 1 s; the rest as shipped."""
     paths = []
-    for path in sorted((PROMETHEUS_DIR / "rules").glob("*.yml")):
-        rules = load_yaml(path)
-        for group in rules["groups"]:
+    for path in RULE_FILES:
+        groups = load_yaml(path)
+        for group in groups["groups"]:
             for rule in group["rules"]:
                 if "alert" in rule:
                     rule["for"] = "1s"
         copy_path = directory / path.name
-        copy_path.write_text(yaml.safe_dump(rules, sort_keys=False))
+        copy_path.write_text(yaml.safe_dump(groups, sort_keys=False))
         paths.append(str(copy_path))
     return paths
 

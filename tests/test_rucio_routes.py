@@ -165,7 +165,8 @@ def test_auth(rj: RucioSession) -> None:
     stored = response.json()
     password = stored.pop("password")
     assert response.status_code == 200 and stored == {"username": "alice", "account": "alice"}
-    assert password == rj.rucio.password
+    same = password == rj.rucio.password  # a bool: pytest would print both strings on failure
+    assert same, "GET auth gave back another password than the one stored"
     # Storing credentials tries them on Rucio at once.
     assert rj.call("PUT", "auth", json=rj.rucio.userpass_credentials("atlas")).json() == {"success": True}
     assert rj.changes() == expect(
@@ -552,10 +553,11 @@ def test_outbound_can_be_turned_off(rucio: RucioServer) -> None:
 
 def test_passwords_are_in_no_log(rucio: RucioServer, server: JupyterServerProcess) -> None:
     # After every test above: neither server logged a password it was given.
+    logs = {"Jupyter server": server.log(), "Rucio server": rucio.log()}
     for password in (rucio.password, rucio.root_password):
-        assert password not in server.log()
-        assert password not in rucio.log()
-
+        for name, log in logs.items():
+            leaked = password in log  # a bool: pytest would show the log's text on failure
+            assert not leaked, f"the {name}'s log holds a password"
 
 
 def test_a_rucio_server_that_cannot_start_says_why() -> None:
