@@ -2,8 +2,8 @@
 
 ``scripts/test-matrix`` runs every case in a throwaway environment of its own
 (``tests/matrix_cases.py``); the main suite checks that ``setup.cfg``'s lower
-bounds are the ``LOWEST`` case's pins and that the README's "Supported
-versions" table is ``supported_versions_table()``.
+bounds are the ``LOWEST`` case's pins and that the versions table of
+README.md and docs/supported-versions.md is ``supported_versions_table()``.
 
 A case pins the four packages rucio_metrics meets at run time. Everything
 else in its environment is whatever pip resolves beside those pins.
@@ -102,13 +102,13 @@ def admitted(minor: str) -> bool:
     return python_requires().contains(f"{minor}.0")
 
 
-# Python minors the README table claims, each tested by a newest-versions case
+# Python minors the versions table claims, each tested by a newest-versions case
 # when pyenv has it, and the system interpreter's by the other cases.
 PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 
 def supported_versions_table() -> str:
-    """The README's "Supported versions" table, from the definitions above."""
+    """The versions table of README.md and docs/supported-versions.md, from the definitions above."""
     pythons = [p for p in PYTHONS if admitted(p)]
     rows = [
         "| package | oldest tested | newest tested | also tested |",

@@ -26,9 +26,9 @@ from packaging.version import Version
 
 from rucio_metrics.outbound import OPERATIONS
 
-from .interpreters import Interpreter, choose, system
+from .interpreters import Interpreter, choose, missing, system
 from .jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
-from .matrix import REPO, SYSTEM, Case, admitted, python_cases, system_cases
+from .matrix import PYTHONS, REPO, SYSTEM, Case, admitted, python_cases, system_cases
 from .matrix_envs import environment, key, pip_env, prune, run
 from .route_samples import Samples, changes, expect, inbound, outbound
 from .route_samples import key as sample_key
@@ -77,10 +77,12 @@ def standin() -> Iterator[RucioStandIn]:
 def test_interpreters_besides_the_system_one_are_found() -> None:
     chosen, report = choose(admitted)
     assert chosen, "\n".join(report)
+    # Every Python the supported-versions table claims has its case.
+    assert missing(chosen, PYTHONS, admitted) == [], "\n".join(report)
 
 
 # rucio_metrics' own warnings and errors ("rucio_metrics: ...") and jupyter_server's about
-# loading it ("rucio_metrics | extension failed ..."). The README documents none for
+# loading it ("rucio_metrics | extension failed ..."). docs/supported-versions.md documents none for
 # supported versions (all routes and RucioAPI methods are found).
 OUR_MESSAGE = re.compile(r"^\[[WEC] [^\]]*\] rucio_metrics\b")
 FRAME = re.compile(r'^\s*File "([^"]+)", line \d+', re.M)
