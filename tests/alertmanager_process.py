@@ -10,17 +10,15 @@ receiver), clustering off, temporary storage; stopped on exit.
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
 
 from .child_process import ChildProcess, free_port
+from .json_http_server import JSONHTTPServer
 
 
 class AlertmanagerProcess(ChildProcess):
@@ -53,49 +51,15 @@ class AlertmanagerProcess(ChildProcess):
         )
 
 
-class WebhookReceiver:
-    """An HTTP server on 127.0.0.1 keeping every JSON document POSTed to it (Alertmanager's webhook)."""
-
-    def __init__(self) -> None:
-        self.notifications: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.notifications.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+class WebhookReceiver(JSONHTTPServer):
+    """Keeps every JSON document Alertmanager's webhook POSTs to it (see ``posted``)."""
 
     def wait_for(self, match: Callable[[dict[str, Any]], bool], seconds: float = 60) -> dict[str, Any]:
-        """The first alert (with its notification's ``status`` and ``receiver``) that ``match`` accepts."""
+        """The first alert (with its notification's ``receiver``) that ``match`` accepts."""
         deadline = time.monotonic() + seconds
         while True:
-            with self._lock:
-                alerts = [
-                    {**alert, "receiver": n["receiver"], "notification_status": n["status"]}
-                    for n in self.notifications for alert in n["alerts"]
-                ]
+            with self.lock:
+                alerts = [{**alert, "receiver": n["receiver"]} for n in self.posted for alert in n["alerts"]]
             for alert in alerts:
                 if match(alert):
                     return alert

@@ -1,10 +1,11 @@
-"""A JSON-answering HTTP server on 127.0.0.1 whose every answer comes from a function.
+"""A JSON HTTP server on 127.0.0.1: GETs answered by a function, POSTed documents kept.
 
-Test equipment for the fleet helper's hub: the answer function sees the
-request's path and headers and returns (status, extra headers, JSON body).
+Test equipment for the fleet helper's hub and Alertmanager's webhook: the
+answer function sees a GET's path and headers and returns (status, extra
+headers, JSON body); every JSON document POSTed is kept in ``posted``.
 
     with JSONHTTPServer(lambda path, headers: (200, {}, [])) as hub:
-        urllib.request.urlopen(hub.url())
+        urllib.request.urlopen(hub.url)
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ AnswerFunction = Callable[[str, dict[str, str]], Answer]
 
 
 class JSONHTTPServer:
-    """Answers every GET with ``answer(path, headers)``; ``seen`` lists (path, Authorization header)."""
+    """Answers every GET with ``answer(path, headers)``; ``seen`` lists (path, Authorization header) of the GETs."""
 
-    def __init__(self, answer: AnswerFunction) -> None:
+    def __init__(self, answer: AnswerFunction = lambda path, headers: (404, {}, {})) -> None:
         self.answer = answer
         self.seen: list[tuple[str, str | None]] = []
+        self.posted: list[Any] = []
+        self.lock = threading.Lock()  # POSTs arrive on the server's threads
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +43,14 @@ class JSONHTTPServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with server.lock:
+                    server.posted.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -50,7 +61,12 @@ class JSONHTTPServer:
     def port(self) -> int:
         return int(self.httpd.server_address[1])
 
-    def url(self, host: str = "127.0.0.1") -> str:
+    @property
+    def url(self) -> str:
+        return self.url_on("127.0.0.1")
+
+    def url_on(self, host: str) -> str:
+        """The root URL with ``host`` as the host name, e.g. ``localhost``."""
         return f"http://{host}:{self.port}/"
 
     def __enter__(self) -> JSONHTTPServer:

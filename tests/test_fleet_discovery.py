@@ -74,7 +74,7 @@ class FakeHub(JSONHTTPServer):
         return 200, {}, page
 
     @property
-    def url(self) -> str:  # type: ignore[override]
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     @property

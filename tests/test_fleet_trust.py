@@ -53,11 +53,11 @@ def test_a_redirect_to_another_origin_is_refused_and_the_token_stays_home(
 ) -> None:
     # Another port on the same machine is another origin as much as another host is.
     with JSONHTTPServer(always(200, GOOD_PAGE)) as elsewhere:
-        redirect = always(302, {}, Location=f"{elsewhere.url(host)}hub/api/users?state=ready")
+        redirect = always(302, {}, Location=f"{elsewhere.url_on(host)}hub/api/users?state=ready")
         with JSONHTTPServer(redirect) as hub:
             output = tmp_path / "targets.json"
             output.write_text("[]\n")
-            code, error = run(hub.url(), token_file, output, capsys)
+            code, error = run(hub.url, token_file, output, capsys)
     assert code == 1
     assert elsewhere.seen == []  # not even a request without the token
     assert "redirecting to another origin" in error and f"{host}:{elsewhere.port}" in error
@@ -74,7 +74,7 @@ def test_a_redirect_within_the_hub_is_followed_with_the_token(
         return 200, {}, GOOD_PAGE
 
     with JSONHTTPServer(answer) as hub:
-        code, error = run(hub.url() + "old/", token_file, tmp_path / "targets.json", capsys)
+        code, error = run(hub.url + "old/", token_file, tmp_path / "targets.json", capsys)
     assert code == 0, error
     assert [auth for _, auth in hub.seen] == [f"token {SECRET}"] * 2
 
@@ -96,7 +96,7 @@ def test_a_bad_token_file_names_the_rule_it_breaks_never_the_token(
     bad = tmp_path / "token"
     bad.write_text(content)
     with JSONHTTPServer(always(200, GOOD_PAGE)) as hub:
-        code, error = run(hub.url(), bad, tmp_path / "targets.json", capsys)
+        code, error = run(hub.url, bad, tmp_path / "targets.json", capsys)
     assert code == 1
     assert rule in error and str(bad) in error
     assert SECRET not in error
@@ -114,7 +114,7 @@ def test_an_answer_that_echoes_the_token_is_reported_without_it(
     token_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with JSONHTTPServer(lambda path, headers: (200, {}, f"<html>{headers.get('Authorization')}</html>")) as hub:
-        code, error = run(hub.url(), token_file, tmp_path / "targets.json", capsys)
+        code, error = run(hub.url, token_file, tmp_path / "targets.json", capsys)
     assert code == 1 and "answered JSON of an unexpected shape" in error and SECRET not in error
 
 
@@ -135,14 +135,14 @@ UNEXPECTED_ANSWERS = {
 @pytest.mark.parametrize("body", UNEXPECTED_ANSWERS.values(), ids=UNEXPECTED_ANSWERS.keys())
 def test_an_answer_of_the_wrong_shape_is_a_clear_error(body: Any, tmp_path: Path) -> None:
     with JSONHTTPServer(always(200, body)) as hub, pytest.raises(fleet.FleetError, match="unexpected shape"):
-        fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
+        fleet.update(hub.url, SECRET, tmp_path / "targets.json")
 
 
 def test_interval_mode_keeps_the_last_good_file_through_wrong_shapes(token_file: Path, tmp_path: Path) -> None:
     answers: list[Any] = [GOOD_PAGE]
     with JSONHTTPServer(lambda path, headers: (200, {}, answers[-1])) as hub:
         output = tmp_path / "targets.json"
-        command = [sys.executable, "-m", "rucio_metrics.fleet", "--hub-url", hub.url(), "--token-file",
+        command = [sys.executable, "-m", "rucio_metrics.fleet", "--hub-url", hub.url, "--token-file",
                    str(token_file), "--output", str(output), "--interval", "0.1"]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as helper:
@@ -177,7 +177,7 @@ def test_pages_whose_offset_does_not_advance_stop_at_once(tmp_path: Path) -> Non
 
     with JSONHTTPServer(answer) as hub:
         with pytest.raises(fleet.FleetError, match="offset 0 does not advance past 0"):
-            fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
+            fleet.update(hub.url, SECRET, tmp_path / "targets.json")
     assert len(hub.seen) == 1
 
 
@@ -190,7 +190,7 @@ def test_pages_that_never_end_stop_at_the_page_cap(tmp_path: Path, monkeypatch: 
 
     with JSONHTTPServer(endless) as hub:
         with pytest.raises(fleet.FleetError, match="more pages after 5 pages"):
-            fleet.update(hub.url(), SECRET, tmp_path / "targets.json")
+            fleet.update(hub.url, SECRET, tmp_path / "targets.json")
     assert len(hub.seen) == 5
 
 
