@@ -31,17 +31,14 @@ Prometheus keeps against the series it ships.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +55,7 @@ from tests.deploy_files import deploy_config, our_families_only
 from tests.jupyter_server_process import TOKEN, JupyterServerProcess
 from tests.prometheus_process import PrometheusProcess, PromQLAPI
 from tests.rucio_standin import RucioStandIn, userpass_credentials
+from tests.tornado_thread import TornadoThread
 from tests.victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
 
 from .run import machine, progress, table
@@ -223,8 +221,6 @@ class SimulatedFleet:
         self.mix_period = mix_period
         self.started = time.monotonic()
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     def mixes(self, index: int) -> int:
         """Mixes target ``index`` has run since the start; targets are spread over one period."""
@@ -241,37 +237,14 @@ class SimulatedFleet:
         ]
 
     def __enter__(self) -> SimulatedFleet:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            app = tornado.web.Application([(r"/user/server-(\d+)/metrics", _TargetHandler, {"fleet": self})],
-                                          log_function=lambda handler: None)
-            server = tornado.httpserver.HTTPServer(app)
-            server.add_sockets([sock])
-            self._loop.call_soon(ready.set)
-            self._loop.run_forever()
-            server.stop()
-            self._loop.run_until_complete(server.close_all_connections())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="simulated-fleet", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the simulated fleet did not start")
+        app = tornado.web.Application([(r"/user/server-(\d+)/metrics", _TargetHandler, {"fleet": self})],
+                                      log_function=lambda handler: None)
+        self._served = TornadoThread(app, "simulated-fleet", backlog=1024)
+        self.port = self._served.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        self._served.stop()
 
 
 # -- measuring Prometheus -----------------------------------------------------------------------------

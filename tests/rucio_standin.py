@@ -31,7 +31,6 @@ import asyncio
 import fnmatch
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -43,6 +42,8 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 from requests import certs
+
+from .tornado_thread import TornadoThread
 
 USERNAME = "alice"
 PASSWORD = "wonderland"
@@ -308,9 +309,7 @@ class RucioStandIn:
     def __init__(self, token_lifetime: int = 3600) -> None:
         self.state = _State(token_lifetime=token_lifetime)
         self.port = 0
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: tornado.httpserver.HTTPServer | None = None
+        self._served = TornadoThread(self._application(), "rucio-standin")
 
     def __enter__(self) -> RucioStandIn:
         self.start()
@@ -324,42 +323,10 @@ class RucioStandIn:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
-            self._server = tornado.httpserver.HTTPServer(self._application())
-            self._server.add_sockets([sock])
-            self._loop.call_soon(ready.set)
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._server.close_all_connections())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="rucio-standin", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the Rucio stand-in did not start")
+        self.port = self._served.start()
 
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        loop, server = self._loop, self._server
-
-        def shutdown() -> None:
-            if server is not None:
-                server.stop()
-            loop.stop()
-
-        loop.call_soon_threadsafe(shutdown)
-        self._thread.join(10)
-        self._loop = self._thread = None
+        self._served.stop()
 
     def _application(self) -> tornado.web.Application:
         kwargs = {"state": self.state}
