@@ -15,13 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
-from .child_process import ChildProcess, free_port
+from .child_process import LoopbackService
 from .json_http_server import JSONHTTPServer
 
 
-class AlertmanagerProcess(ChildProcess):
+class AlertmanagerProcess(LoopbackService):
     """``prometheus-alertmanager`` on 127.0.0.1 with ``config``; stopped on exit."""
 
     name = "alertmanager"
@@ -29,15 +27,9 @@ class AlertmanagerProcess(ChildProcess):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__("rucio-metrics-alertmanager-", "alertmanager.log")
         self.config = config
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
-        config_file = self.root / "alertmanager.yml"
-        config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        config_file = self.write_config("alertmanager.yml", self.config)
         command = [
             "prometheus-alertmanager",
             f"--config.file={config_file}",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+import yaml
 
 _Child = TypeVar("_Child", bound="ChildProcess")
 
@@ -100,3 +101,21 @@ class ChildProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LoopbackService(ChildProcess):
+    """A child process serving HTTP on a free port of 127.0.0.1, configured by a YAML file in its folder."""
+
+    def __init__(self, prefix: str, log_name: str) -> None:
+        super().__init__(prefix, log_name)
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def write_config(self, name: str, config: dict[str, Any]) -> Path:
+        """``config`` as YAML in ``root/name``, keys in their order; the file's path."""
+        path = self.root / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path

@@ -20,9 +20,8 @@ from datetime import datetime
 from typing import Any
 
 import requests
-import yaml
 
-from .child_process import ChildProcess, free_port
+from .child_process import LoopbackService
 
 
 class PrometheusError(Exception):
@@ -33,10 +32,7 @@ class PromQLAPI:
     """Prometheus' HTTP query API (``/api/v1/...``), which VictoriaMetrics answers too."""
 
     session: requests.Session
-
-    @property
-    def url(self) -> str:
-        raise NotImplementedError
+    url: str  # the server's root URL, ending in "/"
 
     def api(self, path: str, **params: Any) -> Any:
         """``GET /api/v1/<path>``'s ``data``; raises ``PrometheusError`` with Prometheus' message on error."""
@@ -58,7 +54,7 @@ class PromQLAPI:
         }
 
 
-class PrometheusProcess(PromQLAPI, ChildProcess):
+class PrometheusProcess(PromQLAPI, LoopbackService):
     """``prometheus`` on 127.0.0.1 with ``config`` and temporary storage; stopped on exit."""
 
     name = "prometheus"
@@ -67,15 +63,9 @@ class PrometheusProcess(PromQLAPI, ChildProcess):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__("rucio-metrics-prometheus-", "prometheus.log")
         self.config = config
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
-        config_file = self.root / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        config_file = self.write_config("prometheus.yml", self.config)
         command = [
             "prometheus",
             f"--config.file={config_file}",

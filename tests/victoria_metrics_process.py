@@ -14,22 +14,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .child_process import ChildProcess, free_port
+from .child_process import LoopbackService
 from .prometheus_process import PromQLAPI
 
 
-class VictoriaMetricsProcess(PromQLAPI, ChildProcess):
+class VictoriaMetricsProcess(PromQLAPI, LoopbackService):
     """``victoria-metrics`` on 127.0.0.1 with temporary storage; stopped on exit."""
 
     name = "victoria-metrics"
 
     def __init__(self) -> None:
         super().__init__("rucio-metrics-victoria-", "victoria-metrics.log")
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         command = [
