@@ -6,9 +6,14 @@ tests/test_rucio_faults.py (the Rucio stand-in, for injected faults).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import jwt
 import requests
 
 from .jupyter_server_process import JupyterServerProcess
@@ -94,3 +99,34 @@ class Session:
     def durations(self) -> Samples:
         after = self.server.samples()
         return {k: v - self.before.get(k, 0.0) for k, v in after.items() if k[0].endswith("_sum")}
+
+
+def oidc_token_file(directory: Path) -> Path:
+    """A JWT like an identity provider's: rucio-jupyterlab reads its expiry without checking the signature."""
+    path = directory / "oidc-token"
+    claims = {"sub": "alice", "exp": int(time.time()) + 3600}
+    path.write_text(jwt.encode(claims, "a-test-signing-key-of-32-bytes!!", algorithm="HS256"))
+    return path
+
+
+def log_in(server: JupyterServerProcess, credentials: Callable[[str], dict[str, Any]]) -> None:
+    """Userpass on both instances, atlas's auth method chosen: what the Rucio UI does first."""
+    assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
+    for namespace in ("atlas", "cms"):
+        assert server.request("PUT", "rucio-jupyterlab/auth", json=credentials(namespace)).ok
+
+
+@contextmanager
+def logged_in_server(
+    instance_config: Callable[..., dict[str, Any]], credentials: Callable[[str], dict[str, Any]], folder: Path
+) -> Iterator[JupyterServerProcess]:
+    """A Jupyter server at ``/user/alice/`` with the instances atlas (an OIDC token file too) and cms
+    (download mode) from ``instance_config``, logged in with ``credentials``."""
+    token = oidc_token_file(folder)
+    instances = [
+        instance_config("atlas", oidc_auth="file", oidc_file_name=str(token)),
+        instance_config("cms", mode="download"),
+    ]
+    with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
+        log_in(server, credentials)
+        yield server

@@ -11,15 +11,12 @@ test asserts exactly which ``rucio_jupyterlab_http_*`` and
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import jwt
 import pytest
 
 from tests.jupyter_server_process import JupyterServerProcess
-from tests.route_samples import HTTP, RUCIO, Session, expect, inbound, outbound, seconds
+from tests.route_samples import HTTP, RUCIO, Session, expect, inbound, logged_in_server, outbound, seconds
 from tests.rucio_standin import RucioStandIn, userpass_credentials
 
 
@@ -29,25 +26,9 @@ def rucio() -> Iterator[RucioStandIn]:
         yield standin
 
 
-def oidc_token_file(directory: Path) -> Path:
-    """A JWT like an identity provider's: rucio-jupyterlab reads its expiry without checking the signature."""
-    path = directory / "oidc-token"
-    claims = {"sub": "alice", "exp": int(time.time()) + 3600}
-    path.write_text(jwt.encode(claims, "a-test-signing-key-of-32-bytes!!", algorithm="HS256"))
-    return path
-
-
 @pytest.fixture(scope="module")
 def server(rucio: RucioStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServerProcess]:
-    token = oidc_token_file(tmp_path_factory.mktemp("oidc"))
-    instances = [
-        rucio.instance_config("atlas", oidc_auth="file", oidc_file_name=str(token)),
-        rucio.instance_config("cms", mode="download"),
-    ]
-    with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
-        assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
-        for namespace in ("atlas", "cms"):
-            assert server.request("PUT", "rucio-jupyterlab/auth", json=userpass_credentials(namespace)).ok
+    with logged_in_server(rucio.instance_config, userpass_credentials, tmp_path_factory.mktemp("oidc")) as server:
         yield server
 
 

@@ -33,10 +33,20 @@ import pytest
 
 from rucio_metrics.outbound import OPERATIONS
 from tests.jupyter_server_process import JupyterServerProcess
-from tests.route_samples import RUCIO, Session, changes, counters, expect, inbound, key, outbound, outbound_calls
+from tests.route_samples import (
+    RUCIO,
+    Session,
+    changes,
+    counters,
+    expect,
+    inbound,
+    key,
+    logged_in_server,
+    outbound,
+    outbound_calls,
+)
 from tests.rucio_server import RucioServer
 from tests.rucio_server_setup import DATASETS
-from tests.test_rucio_faults import oidc_token_file
 
 # What each RucioAPI method asks Rucio, as Rucio's access log shows it.
 OPERATION_OF_REQUEST = [
@@ -80,21 +90,10 @@ def rucio() -> Iterator[RucioServer]:
         yield server
 
 
-def log_in(server: JupyterServerProcess, rucio: RucioServer) -> None:
-    assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
-    for namespace in ("atlas", "cms"):
-        assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials(namespace)).ok
-
-
 @pytest.fixture(scope="module")
 def server(rucio: RucioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServerProcess]:
-    token = oidc_token_file(tmp_path_factory.mktemp("oidc"))
-    instances = [
-        rucio.instance_config("atlas", oidc_auth="file", oidc_file_name=str(token)),
-        rucio.instance_config("cms", mode="download"),
-    ]
-    with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
-        log_in(server, rucio)
+    with logged_in_server(rucio.instance_config, rucio.userpass_credentials, tmp_path_factory.mktemp("oidc")) \
+            as server:
         yield server
 
 
@@ -333,6 +332,10 @@ def test_upload_and_its_jobs(rj: RucioSession) -> None:
     uploaded = list(rj.rucio.storage("SITE_SCRATCHDISK").glob("user/alice/*/*/ok.txt"))
     assert [p.read_text() for p in uploaded] == ["ok.txt\n"]
     assert {("POST", "/replicas", 201), ("PUT", "/replicas", 200)} <= set(rj.rucio_log())
+    # The upload's rucio.cfg (with the password) and Rucio's token went to the server's own temp folder,
+    # which goes with it, not to the machine's.
+    tokens = list((rj.server.root / "home" / "tmp").glob("**/.rucio_*/auth_token_for_account_alice"))
+    assert tokens, "Rucio's client kept its token outside the Jupyter server's temp folder"
 
 
 # -- what a real Rucio answers when things go wrong --------------------------------------------------
