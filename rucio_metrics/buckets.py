@@ -31,6 +31,9 @@ def histogram_bounds(buckets: Iterable[object]) -> list[float]:
         bounds = [float(b) for b in buckets]  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
         raise ValueError(f"buckets must be numbers ({e})") from None
+    except OverflowError:
+        # An int too large for a float (2**2000): say so rather than let it escape the validation.
+        raise ValueError("buckets must be numbers a float can hold") from None
     if not bounds:
         raise ValueError("at least one bucket is needed")
     if any(math.isnan(b) for b in bounds):

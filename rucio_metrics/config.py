@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any
 
-from traitlets import Bool, CaselessStrEnum, List, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
 from .buckets import DEFAULT_BUCKETS, histogram_bounds
@@ -66,6 +66,39 @@ class RucioMetrics(Configurable):
         help="""Also measure the calls the Rucio extension makes to its Rucio servers
         (rucio_jupyterlab_rucio_* metrics). Default: True.
         Example: c.RucioMetrics.outbound_enabled = False""",
+    ).tag(config=True)
+
+    hub_metrics_scope = Unicode(
+        "read:metrics",
+        help="""Under JupyterHub, <base_url>metrics also answers a hub token whose scopes include
+        this one, while that token still opens nothing else of the server (JupyterHub's own
+        access check refuses it everywhere else). The hub is asked once per token and cache
+        period, through the server's own HubAuth. Empty turns it off. Default: "read:metrics".
+        Example: c.RucioMetrics.hub_metrics_scope = "" """,
+    ).tag(config=True)
+
+    metrics_port = Integer(
+        0,
+        min=0,
+        max=65535,
+        help="""Port of a metrics listener of rucio_metrics' own, beside the server's port: GET /metrics
+        there serves the same text as <base_url>metrics (the process's whole default registry).
+        The hub's proxy never routes to it. 0 means no listener. Default: 0.
+        Example: c.RucioMetrics.metrics_port = 9101""",
+    ).tag(config=True)
+
+    metrics_ip = Unicode(
+        "127.0.0.1",
+        help="""Address the metrics listener binds (with metrics_port). Default: "127.0.0.1".
+        Example: c.RucioMetrics.metrics_ip = "0.0.0.0" (in a pod that Prometheus scrapes)""",
+    ).tag(config=True)
+
+    metrics_token_file = Unicode(
+        "",
+        help="""File holding the bearer token the metrics listener asks for (one line); re-read when it
+        changes. Empty: the listener asks for none, so only a network policy may gate it.
+        A file that is missing or empty keeps the listener off. Default: "".
+        Example: c.RucioMetrics.metrics_token_file = "/etc/jupyter/metrics-token" """,
     ).tag(config=True)
 
     @validate("route_prefixes")

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from tornado.httpserver import HTTPServer
 from tornado.web import Application
 
 from .config import RucioMetrics, load_options
+from .hub_scope import admit_hub_scope, hub_auth_of
 from .instrument import instrument_app
 from .instrument import log as instrument_log
 from .metrics import Metrics
+from .metrics_listener import start_metrics_listener
 from .outbound import load_outbound
 from .scrape_path import route_prometheus_spelling
 
@@ -29,6 +32,7 @@ class _AppLoad:
         self.options: RucioMetrics | None = None
         self.instrument: Callable[[], None] = lambda: None
         self.hooked = False  # add_handlers already runs ``instrument``
+        self.listener: HTTPServer | None = None
 
 
 def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics | None:
@@ -72,6 +76,12 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
                 "rucio_metrics: no routes under %s yet; routes added later will be instrumented",
                 ", ".join(prefixes),
             )
+        # Before the alias below, which routes whatever handler serves <base_url>metrics.
+        admit_metrics_scope(serverapp, web_app, base_url, options, log)
+        if options.metrics_port and state.listener is None:
+            state.listener = start_metrics_listener(
+                options.metrics_ip, options.metrics_port, options.metrics_token_file, log, registry,
+            )
         try:
             alias = route_prometheus_spelling(web_app, base_url)
         except Exception:
@@ -89,6 +99,26 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
     except Exception:
         log.exception("rucio_metrics: failed to load; the server runs without Rucio metrics")
         return None
+
+
+def admit_metrics_scope(
+    serverapp: Any, web_app: Application, base_url: str, options: RucioMetrics, log: logging.Logger,
+) -> None:
+    """Under JupyterHub, let <base_url>metrics admit hub tokens with ``hub_metrics_scope``."""
+    scope = options.hub_metrics_scope
+    if not scope or hub_auth_of(serverapp) is None:
+        return  # not asked for, or no hub to ask
+    try:
+        admitted = admit_hub_scope(web_app, base_url, scope)
+    except Exception:
+        log.warning("rucio_metrics: RucioMetrics.hub_metrics_scope = %r could not be set up", scope, exc_info=True)
+        return
+    if admitted:
+        log.info("rucio_metrics: %smetrics also admits hub tokens with the scope %s, and they open nothing else",
+                 base_url, scope)
+    else:
+        log.warning("rucio_metrics: RucioMetrics.hub_metrics_scope = %r: no metrics handler at %smetrics",
+                    scope, base_url)
 
 
 def warn_fixed_by_metrics(metrics: Metrics, options: RucioMetrics, log: logging.Logger) -> None:

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .token_file import token_problem
+
 # Ask for JupyterHub's paginated list form ({"items": [...], "_pagination": {...}});
 # a hub that predates it answers with a plain list, which is handled too.
 PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
@@ -242,17 +244,6 @@ def read_token(token_file: str | None) -> str:
     if problem:
         raise FleetError(f"$JUPYTERHUB_API_TOKEN {problem}")
     return token
-
-
-def token_problem(token: str) -> str | None:
-    """Which rule ``token`` breaks, in words that never include it; None if it is usable."""
-    if not token:
-        return "is empty"
-    if "\n" in token or "\r" in token:
-        return "has more than one line (one token alone is expected)"
-    if not all("!" <= c <= "~" for c in token):
-        return "contains a space, a control character or a character outside printable ASCII"
-    return None
 
 
 def redacted(text: str, token: str) -> str:

@@ -223,3 +223,28 @@ def podmonitor_scrape_config(podmonitor: dict[str, Any], credentials_file: Path,
                                        for r in endpoint["metricRelabelings"]],
         }],
     }
+
+
+def kubernetes_pod_target(address: str, user: str, server_name: str = "", phase: str = "Running",
+                          port_name: str = "notebook-port") -> dict[str, Any]:
+    """A file-SD target at ``address`` with the meta labels Prometheus' pod discovery gives a KubeSpawner pod."""
+    labels = {
+        "__meta_kubernetes_namespace": "jhub",
+        "__meta_kubernetes_pod_name": f"jupyter-{user}" + (f"--{server_name}" if server_name else ""),
+        "__meta_kubernetes_pod_phase": phase,
+        "__meta_kubernetes_pod_label_component": "singleuser-server",
+        "__meta_kubernetes_pod_container_port_name": port_name,
+        "__meta_kubernetes_pod_annotation_hub_jupyter_org_username": user,
+    }
+    if server_name:
+        labels["__meta_kubernetes_pod_annotation_hub_jupyter_org_servername"] = server_name
+    return {"targets": [address], "labels": labels}
+
+
+def pod_discovery_config(shipped: str, pods: list[dict[str, Any]], token_file: Path, folder: Path) -> dict[str, Any]:
+    """The shipped z2jh scrape config or PodMonitor, its pod discovery replaced by a file holding ``pods``."""
+    pods_file = folder / "pods.json"
+    pods_file.write_text(json.dumps(pods))
+    if shipped == "podmonitor.yaml":
+        return podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
+    return deploy_config(shipped, token_file, file_sd=pods_file)

@@ -8,7 +8,7 @@ venv with rucio-jupyterlab and this checkout's rucio_metrics enabled.
 
 Two services hold fixed API tokens: ``ADMIN_TOKEN`` (create users, start
 servers, call their routes) and ``PROMETHEUS_TOKEN``, whose role has only the
-scopes the deploy docs ask for (list:users, read:servers, access:servers).
+scopes the deploy docs ask for (list:users, read:servers, read:metrics).
 
     with JupyterHubProcess() as hub:
         hub.start_servers(["alice", "bob"])
@@ -35,8 +35,8 @@ from .jupyter_server_process import REPO
 
 ADMIN_TOKEN = "rucio-metrics-test-hub-admin-token"
 PROMETHEUS_TOKEN = "rucio-metrics-test-hub-prometheus-token"
-# The role the deploy docs ask for: list the servers, scrape them, nothing else.
-PROMETHEUS_SCOPES = ["list:users", "read:servers", "access:servers"]
+# The role the deploy docs ask for: list the servers and read their metrics, nothing else.
+PROMETHEUS_SCOPES = ["list:users", "read:servers", "read:metrics"]
 
 _CONFIG = """\
 import json
@@ -181,6 +181,16 @@ class JupyterHubProcess(ChildProcess):
         if response.status_code not in (202, 204):
             raise RuntimeError(f"stopping {name}'s server answered {response.status_code}: {response.text}")
         self.wait_until(lambda: not self.user(name)["servers"], 60, f"{name}'s server did not stop")
+
+    def server_address(self, name: str) -> str:
+        """``host:port`` where ``name``'s default server listens itself (what pod discovery would find)."""
+        with sqlite3.connect(self.root / "jupyterhub.sqlite") as conn:
+            [(ip, port)] = conn.execute(
+                "SELECT servers.ip, servers.port FROM spawners JOIN servers ON spawners.server_id = servers.id"
+                " JOIN users ON spawners.user_id = users.id WHERE users.name = ? AND spawners.name = ''",
+                (name,),
+            ).fetchall()
+        return f"{ip or '127.0.0.1'}:{port}"
 
     def user(self, name: str) -> dict[str, Any]:
         """The hub's model of user ``name``."""

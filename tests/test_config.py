@@ -48,6 +48,7 @@ def test_valid_values_are_taken(caplog):
     ("buckets", [float("inf")], "at least one finite bucket"),
     ("buckets", [1, float("nan")], "not NaN"),
     ("buckets", [0, 1], "positive"),
+    ("buckets", [1, 2**2000], "a float can hold"),
     ("buckets", 5, "expected a list"),
     ("route_prefixes", ["rucio.*"], "regex character"),
     ("route_prefixes", ["/"], "may not be empty"),

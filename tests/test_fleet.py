@@ -4,9 +4,14 @@ JupyterHub (configurable-http-proxy, dummy authenticator, local processes)
 spawns alice's and bob's servers with rucio-jupyterlab and rucio_metrics;
 carol exists but has no server. ``python -m rucio_metrics.fleet`` writes the
 file-SD targets from the Hub REST API with the Prometheus service's token
-(scopes list:users, read:servers, access:servers only), and Prometheus runs
+(scopes list:users, read:servers, read:metrics only), and Prometheus runs
 deploy/prometheus/jupyterhub-fleet.yml with that token and that file. The
 test's requests go through the hub to each user's Rucio routes.
+
+That token reads every server's metrics and opens nothing else of any
+server: it is refused on the user's Rucio credentials, kernels, files,
+sessions and terminals, through the proxy and straight at the server's own
+port (where the Zero to JupyterHub PodMonitor scrapes).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from .deploy_files import deploy_config
+from .deploy_files import deploy_config, kubernetes_pod_target, pod_discovery_config
 from .jupyter_server_process import REPO
-from .jupyterhub_process import PROMETHEUS_TOKEN, JupyterHubProcess
+from .jupyterhub_process import ADMIN_TOKEN, PROMETHEUS_TOKEN, JupyterHubProcess
 from .prometheus_process import PrometheusProcess
 
 # (user, route, status the client gets, times)
@@ -129,6 +136,94 @@ def test_fleet_rules_aggregate_over_the_servers(hub_fleet: HubFleet) -> None:
     assert 0 < means[("jupyterhub-singleuser",)] < 30
 
 
+# What the metrics credential must not open on a user's server: (method, path under the server, body).
+NOT_FOR_METRICS = [
+    ("GET", "rucio-jupyterlab/auth?namespace=atlas&type=userpass", None),  # the stored Rucio password
+    ("GET", "rucio-jupyterlab/instances", None),
+    ("PUT", "rucio-jupyterlab/instances", {"instance": "atlas", "auth": "userpass"}),
+    ("POST", "api/kernels", {}),
+    ("POST", "api/contents", {"type": "file", "ext": ".txt"}),
+    ("GET", "api/sessions", None),
+    ("POST", "api/terminals", {}),
+]
+
+
+def server_url(hub: JupyterHubProcess, user: str, path: str) -> str:
+    """``path`` under ``user``'s default server, through the proxy, spelt as the hub spells the server's URL."""
+    return hub.url + hub.user(user)["servers"][""]["url"].lstrip("/") + path
+
+
+def check_metrics_only(base: str, token: str = PROMETHEUS_TOKEN) -> None:
+    """``token`` reads ``<base>metrics`` with every family, is refused everywhere else; no token reads nothing."""
+    auth = {"Authorization": f"Bearer {token}"}
+    metrics = requests.get(base + "metrics", headers=auth, timeout=30)
+    assert metrics.status_code == 200, (base, metrics.status_code)
+    families = {f.name for f in text_string_to_metric_families(metrics.text)}
+    assert {"http_request_duration_seconds", "rucio_jupyterlab_http_requests",
+            "rucio_jupyterlab_http_instrumented_routes", "rucio_jupyterlab_http_request_duration_seconds"} <= families
+    for method, path, body in NOT_FOR_METRICS:
+        got = requests.request(method, base + path, headers=auth, json=body, timeout=30, allow_redirects=False)
+        assert got.status_code == 403, f"{method} {base}{path} with the metrics credential: {got.status_code}"
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        refused = requests.get(base + "metrics", headers=headers, timeout=30, allow_redirects=False)
+        assert refused.status_code == 403, (base, headers, refused.status_code)
+
+
+def test_the_metrics_credential_opens_nothing_else_through_the_proxy(hub_fleet: HubFleet) -> None:
+    hub = hub_fleet.hub
+    for user in ("alice", "bob"):
+        check_metrics_only(server_url(hub, user, ""))
+    # The same requests with a token that has access:servers do get in: the 403s above are the credential's.
+    admin = {"Authorization": f"token {ADMIN_TOKEN}"}
+    assert requests.get(server_url(hub, "alice", "api/sessions"), headers=admin, timeout=30).status_code == 200
+    auth = requests.get(server_url(hub, "alice", "rucio-jupyterlab/instances"), headers=admin, timeout=30)
+    assert auth.status_code == 200
+
+
+def test_the_metrics_credential_opens_nothing_else_at_the_servers_own_port(hub_fleet: HubFleet) -> None:
+    # Where the Zero to JupyterHub PodMonitor scrapes: the pod's notebook-port, not the proxy.
+    hub = hub_fleet.hub
+    check_metrics_only(f"http://{hub.server_address('alice')}/user/alice/")
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_scrapes_with_the_metrics_credential(
+    hub_fleet: HubFleet, tmp_path: Path, shipped: str,
+) -> None:
+    # The z2jh scrape config and the PodMonitor, their pod discovery replaced by the servers' own addresses.
+    hub = hub_fleet.hub
+    pods = [kubernetes_pod_target(hub.server_address(user), user) for user in ("alice", "bob")]
+    with PrometheusProcess(pod_discovery_config(shipped, pods, hub_fleet.token_file, tmp_path)) as prometheus:
+        targets = prometheus.wait_for_scrapes_after(time.time())
+        assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == [
+            ("alice", "up", ""), ("bob", "up", ""),
+        ]
+        routes = prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance")
+        assert routes == {("alice",): 16.0, ("bob",): 16.0}
+
+
+def hub_lookups_of_tokens(hub: JupyterHubProcess) -> float:
+    """How many times the single-user servers asked the hub whom a token belongs to (GET /hub/api/user)."""
+    text = requests.get(f"{hub.url}hub/metrics", headers={"Authorization": f"token {PROMETHEUS_TOKEN}"}, timeout=30)
+    text.raise_for_status()
+    return sum(
+        s.value for f in text_string_to_metric_families(text.text) for s in f.samples
+        if s.name == "jupyterhub_request_duration_seconds_count"
+        and s.labels.get("handler", "").endswith("SelfAPIHandler")
+    )
+
+
+def test_scrapes_ask_the_hub_once_per_token_and_cache_period(hub_fleet: HubFleet) -> None:
+    hub = hub_fleet.hub
+    url = server_url(hub, "alice", "metrics")
+    auth = {"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}
+    assert requests.get(url, headers=auth, timeout=30).status_code == 200  # cached from here on
+    before = hub_lookups_of_tokens(hub)
+    for _ in range(10):
+        assert requests.get(url, headers=auth, timeout=30).status_code == 200
+    assert hub_lookups_of_tokens(hub) == before
+
+
 # Names the hub URL-escapes in its paths: a space, a non-ASCII letter, "+" and "@".
 ESCAPED_USERS = ["a b", "jürgen", "first+last@example.org"]
 
@@ -150,6 +245,8 @@ def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFl
         assert sorted(t["labels"]["instance"] for t in targets) == sorted(["alice", "bob", *ESCAPED_USERS])
         routes = prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance")
         assert {user: routes.get((user,)) for user in ESCAPED_USERS} == {user: 16.0 for user in ESCAPED_USERS}
+        for user in ESCAPED_USERS:
+            check_metrics_only(server_url(hub, user, ""))
     finally:
         for user in ESCAPED_USERS:
             hub.stop_server(user)

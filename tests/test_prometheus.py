@@ -10,7 +10,6 @@ after each, and then reads everything back through Prometheus' HTTP API.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -29,9 +28,9 @@ from .deploy_files import (
     dashboard_variable_selectors,
     deploy_config,
     fill_variables,
-    kubernetes_objects,
+    kubernetes_pod_target,
     our_families_only,
-    podmonitor_scrape_config,
+    pod_discovery_config,
     promtool,
     rule_expressions,
 )
@@ -308,31 +307,16 @@ def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
     assert "403" in target["lastError"]
 
 
-def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "", phase: str = "Running",
-                   port_name: str = "notebook-port") -> dict[str, Any]:
-    """A file-SD target with the meta labels Prometheus' pod discovery gives a KubeSpawner pod."""
-    labels = {
-        "__meta_kubernetes_namespace": "jhub",
-        "__meta_kubernetes_pod_name": f"jupyter-{user}" + (f"--{server_name}" if server_name else ""),
-        "__meta_kubernetes_pod_phase": phase,
-        "__meta_kubernetes_pod_label_component": "singleuser-server",
-        "__meta_kubernetes_pod_container_port_name": port_name,
-        "__meta_kubernetes_pod_annotation_hub_jupyter_org_username": user,
-    }
-    if server_name:
-        labels["__meta_kubernetes_pod_annotation_hub_jupyter_org_servername"] = server_name
-    return {"targets": [f"127.0.0.1:{server.port}"], "labels": labels}
-
-
 def pod_scrape_config(shipped: str, pods: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
-    """The shipped z2jh scrape config or PodMonitor, its pod discovery replaced by a file holding ``pods``."""
-    pods_file = folder / "pods.json"
-    pods_file.write_text(json.dumps(pods))
+    """The shipped z2jh scrape config or PodMonitor on ``pods``, with the server token."""
     token_file = folder / "token"
     token_file.write_text(TOKEN)
-    if shipped == "podmonitor.yaml":
-        return podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
-    return deploy_config(shipped, token_file, file_sd=pods_file)
+    return pod_discovery_config(shipped, pods, token_file, folder)
+
+
+def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "", phase: str = "Running",
+                   port_name: str = "notebook-port") -> dict[str, Any]:
+    return kubernetes_pod_target(f"127.0.0.1:{server.port}", user, server_name, phase, port_name)
 
 
 @pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
