@@ -49,17 +49,23 @@ class MetricsHandler(RequestHandler):
         except TokenFileError as e:
             # Refuse rather than serve unauthenticated: the operator asked for a token.
             self.log.error("rucio_metrics: RucioMetrics.metrics_token_file %s; scrape refused (503)", e)
-            self.send_error(503)
+            self._refuse(503)
             return False
         m = _BEARER.match(self.request.headers.get("Authorization", ""))
         if m is None:
-            self.set_header("WWW-Authenticate", 'Bearer realm="metrics"')
-            self.send_error(401)
+            self._refuse(401, {"WWW-Authenticate": 'Bearer realm="metrics"'})
             return False
         if not hmac.compare_digest(m.group(1).encode(), expected.encode()):
-            self.send_error(403)
+            self._refuse(403)
             return False
         return True
+
+    def _refuse(self, status: int, headers: dict[str, str] | None = None) -> None:
+        # Not send_error: it clears the headers, WWW-Authenticate included.
+        self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        self.finish(f"{status}: {self._reason}\n")
 
 
 def _quiet(handler: RequestHandler) -> None:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.deploy_files import deploy_config
-from tests.jupyter_server_process import TOKEN, JupyterServerProcess
+from tests.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess
 from tests.prometheus_process import PrometheusProcess
 from tests.rucio_server import RucioServer
 
@@ -49,7 +49,7 @@ SIDE_BY_SIDE = [
 def main() -> None:
     with RucioServer() as rucio:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
-        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
+        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances, metrics_listener=True) as server:
             print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
             print(f"Rucio server {rucio.version} (PyPI rucio, SQLite) for instances atlas (replica mode) "
                   f"and cms (download mode) at {rucio.url}")
@@ -84,14 +84,14 @@ def main() -> None:
 
 @contextlib.contextmanager
 def prometheus_for(server: JupyterServerProcess) -> Iterator[PrometheusProcess | None]:
-    """A Prometheus scraping ``server`` every second with its token; None without the binary."""
+    """A Prometheus scraping ``server``'s metrics listener every second with its metrics-only token."""
     if shutil.which("prometheus") is None:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="rucio-metrics-demo-") as tmp:
-        token_file = Path(tmp) / "jupyter-token"
-        token_file.write_text(TOKEN)
-        target = {"targets": [f"127.0.0.1:{server.port}"], "labels": {"__metrics_path__": f"{server.base_url}metrics"}}
+        token_file = Path(tmp) / "metrics-token"
+        token_file.write_text(METRICS_TOKEN)
+        target = {"targets": [f"127.0.0.1:{server.metrics_port}"]}
         with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, static_configs=[target])) as prometheus:
             yield prometheus
 

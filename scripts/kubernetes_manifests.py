@@ -40,7 +40,9 @@ PODMONITOR_NOTES = """\
 # kube-prometheus-stack's Prometheus selects PodMonitors by its Helm release
 # label (release: <release name>) in every namespace. The token is the z2jh hub
 # service's apiToken, from the Secret in secret.yaml (same namespace as this
-# PodMonitor); jupyter_server accepts it as "Authorization: Bearer <token>".
+# PodMonitor); its only scope is read:metrics (z2jh-values.yaml), which
+# rucio_metrics admits at <base_url>metrics and nothing else does. With a z2jh
+# hub.baseUrl other than "/", set it in the rule marked hub.baseUrl in the source.
 # The relabel rules are zero-to-jupyterhub.yml's; the Operator runs its own
 # first (pod selector, port, and the labels namespace, pod, container, endpoint,
 # and job="<namespace>/<name of this PodMonitor>").

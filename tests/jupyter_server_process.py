@@ -25,6 +25,8 @@ from .child_process import ChildProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "rucio-metrics-test-token"
+# What Prometheus holds for a server with the metrics listener: it reads metrics and opens nothing else.
+METRICS_TOKEN = "rucio-metrics-test-metrics-only-token"
 
 
 def unreachable_rucio_instance(name: str = "atlas") -> dict[str, Any]:
@@ -54,6 +56,7 @@ class JupyterServerProcess(ChildProcess):
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         python: str | None = None,
+        metrics_listener: bool = False,
     ) -> None:
         super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -64,6 +67,12 @@ class JupyterServerProcess(ChildProcess):
             },
             "RucioConfig": {"instances": rucio_instances if rucio_instances is not None else []},
         }
+        # With metrics_listener: rucio_metrics' own listener on metrics_port, asking for METRICS_TOKEN.
+        self.metrics_port = free_port() if metrics_listener else 0
+        self.metrics_token_file = self.root / "metrics-token"
+        if metrics_listener:
+            config["RucioMetrics"] = {"metrics_port": self.metrics_port,
+                                      "metrics_token_file": str(self.metrics_token_file)}
         for section, values in (extra_config or {}).items():
             config.setdefault(section, {}).update(values)
         self.config = config
@@ -83,6 +92,7 @@ class JupyterServerProcess(ChildProcess):
         for d in (home, tmp, config_dir, self.root / "notebooks"):
             d.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=2))
+        self.metrics_token_file.write_text(METRICS_TOKEN + "\n")
         env = {
             **os.environ,
             "HOME": str(home),
@@ -120,6 +130,10 @@ class JupyterServerProcess(ChildProcess):
         """A request with the token, to ``path`` relative to base_url."""
         kwargs.setdefault("timeout", 30)
         return self.session.request(method, self.url(path), **kwargs)
+
+    def metrics_listener_url(self) -> str:
+        """``/metrics`` of the metrics listener (``metrics_listener=True``)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def metrics_text(self, **kwargs: Any) -> str:
         response = self.request("GET", "metrics", **kwargs)

@@ -24,6 +24,8 @@ def test_defaults(caplog):
     assert options.latency_metric == "summary"
     assert options.buckets == list(DEFAULT_BUCKETS)
     assert options.outbound_enabled is True
+    assert options.hub_metrics_scope == "read:metrics"
+    assert (options.metrics_port, options.metrics_ip, options.metrics_token_file) == (0, "127.0.0.1", "")
     assert caplog.records == []
 
 
@@ -54,6 +56,10 @@ def test_valid_values_are_taken(caplog):
     ("route_prefixes", ["/"], "may not be empty"),
     ("route_prefixes", [], "at least one prefix"),
     ("enabled", "perhaps", "enabled"),
+    ("metrics_port", 70000, "greater than 65535"),
+    ("metrics_port", -1, "less than 0"),
+    ("metrics_port", "9101x", "expected an int"),
+    ("metrics_token_file", 5, "expected a unicode string"),
 ])
 def test_a_bad_value_is_logged_with_option_and_value_and_the_default_kept(caplog, name, value, reason):
     values = {"latency_metric": "histogram", name: value}

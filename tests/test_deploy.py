@@ -187,7 +187,8 @@ def test_zero_to_jupyterhub_pod_discovery_is_what_upstream_accepts() -> None:
     assert kubernetes_sd_problems({"role": "pod", "selectors": [{"role": "service", "label": "a=b"}]})
     assert kubernetes_sd_problems({"role": "pods"})
     # The meta labels the relabelling reads are the ones pod discovery sets for KubeSpawner's pods.
-    meta = {label for rule in job["relabel_configs"] for label in rule.get("source_labels", [])}
+    meta = {label for rule in job["relabel_configs"] for label in rule.get("source_labels", [])
+            if label.startswith("__meta_")}
     assert meta == {
         "__meta_kubernetes_pod_phase", "__meta_kubernetes_pod_container_port_name",
         "__meta_kubernetes_pod_annotation_hub_jupyter_org_username",

@@ -255,9 +255,28 @@ def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFl
 
 
 def test_a_stopped_server_leaves_the_targets(hub_fleet: HubFleet) -> None:
-    # Last in this module: it stops bob's server.
+    # Near the end of this module: it stops bob's server.
     hub = hub_fleet.hub
     hub.stop_server("bob")
     helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
     assert helper.returncode == 0, helper.stderr
     assert [g["labels"]["instance"] for g in json.loads(hub_fleet.targets_file.read_text())] == ["alice"]
+
+
+def test_a_hub_that_does_not_answer_refuses_new_tokens_and_the_server_serves(hub_fleet: HubFleet) -> None:
+    # Last in this module: it kills the hub (its proxy and alice's server go on, as in a hub restart).
+    hub = hub_fleet.hub
+    auth = {"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}
+    metrics = server_url(hub, "alice", "metrics")
+    assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
+    assert hub.process is not None
+    hub.process.kill()
+    hub.process.wait(10)
+    # A token the server has not resolved yet cannot be resolved now: refused, never admitted.
+    unknown = requests.get(metrics, headers={"Authorization": "Bearer a-token-nobody-resolved"}, timeout=30)
+    assert unknown.status_code in (403, 500)
+    # The token resolved before is in HubAuth's cache: Prometheus' scrapes go on while the hub is away.
+    assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
+    log = hub.log()
+    assert "rucio_metrics: RucioMetrics.hub_metrics_scope = 'read:metrics': could not ask the hub" in log
+    assert "a-token-nobody-resolved" not in log and PROMETHEUS_TOKEN not in log

@@ -34,6 +34,14 @@ from .deploy_files import (
 )
 from .jupyter_server_process import REPO
 from .kubernetes_schemas import KUBERNETES_VERSION, operator_models_version, problems
+from .network_policies import (
+    HUB_POD,
+    PROMETHEUS_POD,
+    PROXY_POD,
+    USER_POD,
+    admitted,
+    z2jh_singleuser_policy,
+)
 
 GENERATOR = REPO / "scripts" / "kubernetes_manifests.py"
 GENERATED = ["grafana-dashboard.yaml", "podmonitor.yaml", "prometheusrule.yaml"]
@@ -45,6 +53,14 @@ def objects() -> dict[str, Any]:
     return kubernetes_objects()
 
 
+@pytest.fixture(scope="module")
+def singleuser_policy() -> dict[str, Any]:
+    """z2jh's singleuser NetworkPolicy as the chart renders it with the shipped values."""
+    policy = z2jh_singleuser_policy(load_yaml(Z2JH_VALUES))
+    assert policy is not None
+    return policy
+
+
 def run_generator(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(GENERATOR), *args], capture_output=True, text=True, timeout=60,
                           check=False)
@@ -54,7 +70,7 @@ def test_the_folder_holds_the_objects_the_kustomization_applies_and_the_helm_val
     resources = load_yaml(KUSTOMIZATION)["resources"]
     assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == sorted(
         [*resources, KUSTOMIZATION.name, Z2JH_VALUES.name])
-    assert sorted(kubernetes_objects()) == ["ConfigMap", "NetworkPolicy", "PodMonitor", "PrometheusRule", "Secret"]
+    assert sorted(kubernetes_objects()) == ["ConfigMap", "PodMonitor", "PrometheusRule", "Secret"]
     assert set(GENERATED) <= set(resources)
 
 
@@ -95,8 +111,8 @@ BROKEN = {
         ("spec/groups/0/rules", None, "rule", "not a field"),
     ],
     "NetworkPolicy": [
-        ("spec/ingress/0/ports/0/port", ["notebook-port"], None, "is not valid under any of the given schemas"),
-        ("spec/ingress", None, "ingres", "Additional properties are not allowed"),
+        ("spec/ingress/1/ports/0/port", ["notebook-port"], None, "is not valid under any of the given schemas"),
+        ("spec/ingress/1/from/0/podSelector", None, "podselector", "Additional properties are not allowed"),
     ],
     "ConfigMap": [("data/rucio-jupyterlab.json", {"uid": "x"}, None, "is not of type 'string', 'null'")],
     "Secret": [("stringData", None, "stringdata", "Additional properties are not allowed")],
@@ -106,9 +122,10 @@ BROKEN_CASES = [(kind, *case) for kind, cases in BROKEN.items() for case in case
 
 @pytest.mark.parametrize(("kind", "path", "value", "rename", "message"), BROKEN_CASES,
                          ids=[f"{c[0]}-{c[3] or c[1].split('/')[-1]}" for c in BROKEN_CASES])
-def test_a_broken_object_is_rejected(objects: dict[str, Any], kind: str, path: str, value: Any, rename: str | None,
-                                     message: str) -> None:
-    [found] = problems([broken(objects[kind], path, value, rename=rename)])
+def test_a_broken_object_is_rejected(objects: dict[str, Any], singleuser_policy: dict[str, Any], kind: str, path: str,
+                                     value: Any, rename: str | None, message: str) -> None:
+    obj = singleuser_policy if kind == "NetworkPolicy" else objects[kind]
+    [found] = problems([broken(obj, path, value, rename=rename)])
     assert found and message in " ".join(found), found
 
 
@@ -134,7 +151,7 @@ def test_the_check_fails_when_a_source_changes(tmp_path: Path) -> None:
     dashboard = deploy / "grafana" / DASHBOARD.name
     dashboard.write_text(dashboard.read_text().replace("Rucio JupyterLab", "Rucio JupyterLab!", 1))
     z2jh = deploy / "prometheus" / "zero-to-jupyterhub.yml"
-    z2jh.write_text(z2jh.read_text().replace("replacement: /user/$1/metrics", "replacement: /u/$1/metrics"))
+    z2jh.write_text(z2jh.read_text().replace("replacement: ${1}user/$2/metrics", "replacement: ${1}u/$2/metrics"))
     result = run_generator("--check", "--deploy", str(deploy))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"deploy/kubernetes/{name}: differ from their sources" for name in
@@ -234,21 +251,23 @@ def test_the_token_secret_is_the_one_the_podmonitor_reads(objects: dict[str, Any
     assert secret["metadata"]["namespace"] == pod_monitor["metadata"]["namespace"]
 
 
-def test_the_helm_values_give_the_hub_service_that_token_and_the_smallest_role(objects: dict[str, Any]) -> None:
+def test_the_helm_values_give_the_hub_service_that_token_and_a_metrics_only_role(objects: dict[str, Any]) -> None:
     values = load_yaml(Z2JH_VALUES)
     assert values["hub"]["services"]["prometheus"]["apiToken"] == objects["Secret"]["stringData"]["token"]
-    assert values["hub"]["loadRoles"]["prometheus"] == {"scopes": ["access:servers"], "services": ["prometheus"]}
+    # Never access:servers, which opens every user's whole server (tests/test_fleet.py shows what read:metrics opens).
+    assert values["hub"]["loadRoles"]["prometheus"] == {"scopes": ["read:metrics"], "services": ["prometheus"]}
     # Helm values for env must be strings; "True" is what prometheus_client reads as true.
     assert values["singleuser"]["extraEnv"] == {"PROMETHEUS_DISABLE_CREATED_SERIES": "True"}
 
 
-def test_the_network_policy_admits_the_podmonitors_prometheus_on_its_port_only(objects: dict[str, Any]) -> None:
-    policy, pod_monitor = objects["NetworkPolicy"], objects["PodMonitor"]
-    spec = policy["spec"]
-    assert [policy["metadata"]["namespace"]] == pod_monitor["spec"]["namespaceSelector"]["matchNames"]
-    assert spec["podSelector"] == pod_monitor["spec"]["selector"]
-    assert spec["policyTypes"] == ["Ingress"]
-    [rule] = spec["ingress"]
+def test_the_singleuser_policy_with_the_shipped_ingress_is_valid(singleuser_policy: dict[str, Any]) -> None:
+    # z2jh puts singleuser.networkPolicy.ingress verbatim into its policy: valid there.
+    assert problems([singleuser_policy]) == [[]], KUBERNETES_VERSION
+
+
+def test_the_ingress_rule_admits_the_podmonitors_prometheus_on_its_port_only(objects: dict[str, Any]) -> None:
+    pod_monitor = objects["PodMonitor"]
+    [rule] = load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]
     [endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
     assert rule["ports"] == [{"port": endpoint["port"], "protocol": "TCP"}]
     # One source: Prometheus' pods in the PodMonitor's namespace (both selectors in one entry: AND, not OR).
@@ -258,10 +277,44 @@ def test_the_network_policy_admits_the_podmonitors_prometheus_on_its_port_only(o
     }]
 
 
+@pytest.mark.parametrize("z2jh_policy", [True, False], ids=["z2jh-policy-on", "z2jh-policy-off"])
+def test_no_shipped_combination_cuts_the_users_off(objects: dict[str, Any], z2jh_policy: bool) -> None:
+    # With singleuser.networkPolicy.enabled false (as vre-hub runs), a NetworkPolicy of ours selecting the
+    # user pods would be the only one, and would isolate them from the hub and the proxy.
+    values = copy.deepcopy(load_yaml(Z2JH_VALUES))
+    values["singleuser"]["networkPolicy"]["enabled"] = z2jh_policy
+    rendered = z2jh_singleuser_policy(values)
+    policies = [*objects.values(), *([rendered] if rendered else [])]
+    assert admitted(policies, PROXY_POD, USER_POD), "the proxy cannot reach the user servers"
+    assert admitted(policies, HUB_POD, USER_POD), "the hub cannot reach the user servers"
+    assert admitted(policies, PROMETHEUS_POD, USER_POD), "Prometheus cannot scrape the user servers"
+    # The shipped rule opens notebook-port to Prometheus only, nothing to anyone else.
+    other = copy.deepcopy(PROMETHEUS_POD)
+    other.labels = {"app.kubernetes.io/name": "grafana"}
+    assert admitted(policies, other, USER_POD) == (not z2jh_policy)
+    assert admitted(policies, PROMETHEUS_POD, USER_POD, port="ssh") == (not z2jh_policy)
+
+
+def test_the_network_model_sees_what_a_policy_of_our_own_did() -> None:
+    # The policy deploy/kubernetes/ shipped before: on its own it isolated the pods.
+    ours = {"kind": "NetworkPolicy", "metadata": {"namespace": "jhub"}, "spec": {
+        "podSelector": {"matchLabels": {"component": "singleuser-server"}}, "policyTypes": ["Ingress"],
+        "ingress": load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]}}
+    assert admitted([ours], PROMETHEUS_POD, USER_POD)
+    assert not admitted([ours], PROXY_POD, USER_POD)
+    # The access label counts only in the release's namespace, unless interNamespaceAccessLabels: accept.
+    labelled = copy.deepcopy(PROMETHEUS_POD)
+    labelled.labels["hub.jupyter.org/network-access-singleuser"] = "true"
+    for accept, expected in (("ignore", False), ("accept", True)):
+        policy = z2jh_singleuser_policy({"singleuser": {"networkPolicy": {"interNamespaceAccessLabels": accept}}})
+        assert policy is not None
+        assert admitted([policy], labelled, USER_POD) == expected, accept
+
+
 def test_every_monitoring_object_carries_the_release_label_and_one_namespace(objects: dict[str, Any]) -> None:
     namespaces = {kind: obj["metadata"]["namespace"] for kind, obj in objects.items()}
     assert namespaces == {"Secret": "monitoring", "PodMonitor": "monitoring", "PrometheusRule": "monitoring",
-                          "ConfigMap": "monitoring", "NetworkPolicy": "jhub"}
+                          "ConfigMap": "monitoring"}
     for kind in ("PodMonitor", "PrometheusRule"):
         assert objects[kind]["metadata"]["labels"] == {"release": "kube-prometheus-stack"}
 
@@ -284,17 +337,104 @@ def test_the_readme_names_every_file_and_what_to_edit(objects: dict[str, Any]) -
     assert f"`{GENERATOR.relative_to(REPO)}`" in section
 
 
-def test_the_readme_network_policy_alternative_is_the_same_rule(objects: dict[str, Any]) -> None:
+def test_the_docs_network_policy_rule_is_the_shipped_one() -> None:
     [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme_section(), re.S) if "networkPolicy" in b]
     ingress = yaml.safe_load(block)["singleuser"]["networkPolicy"]["ingress"]
-    assert ingress == objects["NetworkPolicy"]["spec"]["ingress"]
-    # z2jh puts it verbatim into its singleuser NetworkPolicy: valid there too.
-    policy = copy.deepcopy(objects["NetworkPolicy"])
-    policy["spec"]["ingress"] = ingress
-    assert problems([policy]) == [[]]
+    assert ingress == load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]
 
 
 def test_the_readme_image_line_installs_a_wheel_of_this_package() -> None:
     section = readme_section()
     assert "RUN pip install --no-cache-dir rucio_metrics-*.whl" in section
     assert "RUN pip install --no-cache-dir rucio_metrics-*.whl" in Z2JH_VALUES.read_text()
+
+
+# Every z2jh Helm value the docs and deploy/ name, as checked against z2jh's own values.schema.yaml of
+# chart 4.4.0 (read in the chart's repository): the key exists there, and where its values are an enum,
+# the ones we name are in it. "<name>" stands for a key of the operator's choosing (a service, a role).
+Z2JH_CHART_CHECKED = "4.4.0"
+Z2JH_KEYS: dict[str, set[str] | None] = {
+    "hub.baseUrl": None,
+    "hub.services.<name>.apiToken": None,
+    "hub.loadRoles.<name>.scopes": None,
+    "hub.loadRoles.<name>.services": None,
+    "singleuser.extraEnv": None,
+    "singleuser.networkPolicy.enabled": {"true", "false"},
+    "singleuser.networkPolicy.ingress": None,
+    "singleuser.networkPolicy.interNamespaceAccessLabels": {"accept", "ignore"},
+}
+# Below these, the keys are the operator's (a service's name) or free-form (env names, rule lists).
+_NAMED = ("hub.services", "hub.loadRoles")
+_FREE_FORM = ("singleuser.extraEnv", "singleuser.networkPolicy.ingress")
+_DOTTED = re.compile(r"(?<![\w./-])((?:hub|singleuser|proxy)(?:\.[a-zA-Z][A-Za-z0-9]*)+)(?::\s*([\w-]+))?")
+
+
+def z2jh_keys_in_text(text: str) -> dict[str, set[str]]:
+    """Dotted z2jh keys written in ``text`` (``singleuser.networkPolicy.enabled: false``), with values given."""
+    found: dict[str, set[str]] = {}
+    for key, value in _DOTTED.findall(text):
+        if key.startswith(("hub.jupyter.org", "hub.example")):
+            continue  # a label's domain or a host name, not a value
+        for prefix in _NAMED:
+            if key.startswith(prefix + "."):
+                key = re.sub(rf"^{re.escape(prefix)}\.[^.]+", prefix + ".<name>", key)
+        found.setdefault(key, set()).update([value] if value else [])
+    return found
+
+
+def z2jh_keys_in_values(values: dict[str, Any], prefix: str = "") -> dict[str, set[str]]:
+    """The leaf keys of z2jh values as dotted paths, with the scalar values they set."""
+    found: dict[str, set[str]] = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if prefix in _NAMED:
+            path = f"{prefix}.<name>"
+        if isinstance(value, dict) and path not in _FREE_FORM:
+            for sub, given in z2jh_keys_in_values(value, path).items():
+                found.setdefault(sub, set()).update(given)
+        else:
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            found.setdefault(path, set()).update([shown] if not isinstance(value, (dict, list)) else [])
+    return found
+
+
+def z2jh_keys_named_by_the_project() -> dict[str, set[str]]:
+    """Keys written in the README, docs/ and deploy/ (text and comments), and set in YAML values there."""
+    docs = [(REPO / "README.md").read_text(), *(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))]
+    deploy = [p.read_text() for p in sorted((REPO / "deploy").rglob("*")) if p.suffix in (".yml", ".yaml")]
+    sources = [z2jh_keys_in_text(t) for t in docs + deploy]
+    sources.append(z2jh_keys_in_values(load_yaml(Z2JH_VALUES)))
+    for text in docs:  # YAML blocks of z2jh values in the docs
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+            values = yaml.safe_load(block)
+            if isinstance(values, dict) and set(values) & {"hub", "singleuser", "proxy"}:
+                sources.append(z2jh_keys_in_values(values))
+    found: dict[str, set[str]] = {}
+    for source in sources:
+        for key, given in source.items():
+            found.setdefault(key, set()).update(given)
+    return found
+
+
+DEPLOY_FILES_WITH_TEXT = sorted(p for p in (REPO / "deploy").rglob("*") if p.suffix in (".yml", ".yaml"))
+
+
+def test_every_z2jh_key_the_project_names_is_in_z2jhs_schema() -> None:
+    named = z2jh_keys_named_by_the_project()
+    assert set(named) <= set(Z2JH_KEYS), (sorted(set(named) - set(Z2JH_KEYS)), Z2JH_CHART_CHECKED)
+    for key, given in named.items():
+        allowed = Z2JH_KEYS[key]
+        if allowed is not None:
+            assert given <= allowed, (key, given, Z2JH_CHART_CHECKED)
+    # The ones the recipe depends on are named at all (so this test reads the places it should).
+    assert {"singleuser.networkPolicy.ingress", "hub.loadRoles.<name>.scopes", "hub.baseUrl",
+            "singleuser.networkPolicy.interNamespaceAccessLabels"} <= set(named)
+
+
+def test_the_z2jh_key_check_catches_a_key_z2jh_does_not_have() -> None:
+    # What docs/operations.md once said; z2jh's schema rejects it (additional properties not allowed).
+    found = z2jh_keys_in_text("z2jh's `singleuser.networkPolicy.interNamespaceLabeledIngress: allow` with")
+    assert set(found) - set(Z2JH_KEYS) == {"singleuser.networkPolicy.interNamespaceLabeledIngress"}
+    wrong_value = z2jh_keys_in_text("`singleuser.networkPolicy.interNamespaceAccessLabels: allow`")
+    assert not wrong_value["singleuser.networkPolicy.interNamespaceAccessLabels"] <= (
+        Z2JH_KEYS["singleuser.networkPolicy.interNamespaceAccessLabels"] or set())

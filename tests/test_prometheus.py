@@ -34,7 +34,7 @@ from .deploy_files import (
     promtool,
     rule_expressions,
 )
-from .jupyter_server_process import TOKEN, JupyterServerProcess, unreachable_rucio_instance
+from .jupyter_server_process import METRICS_TOKEN, TOKEN, JupyterServerProcess, unreachable_rucio_instance
 from .prometheus_process import PrometheusProcess
 
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
@@ -71,8 +71,8 @@ class Fleet:
     def __init__(self, servers: dict[str, JupyterServerProcess], prometheus: PrometheusProcess) -> None:
         self.servers = servers
         self.prometheus = prometheus
-        # Prometheus' instance label of each server: its host:port.
-        self.instance = {name: f"127.0.0.1:{server.port}" for name, server in servers.items()}
+        # Prometheus' instance label of each server: its metrics listener's host:port.
+        self.instance = {name: f"127.0.0.1:{server.metrics_port}" for name, server in servers.items()}
         self.name = {instance: name for name, instance in self.instance.items()}
         self.after_traffic = 0.0
 
@@ -112,21 +112,21 @@ def start_all(servers: list[JupyterServerProcess]) -> None:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     servers = {
-        "alice": JupyterServerProcess(base_url="/user/alice/", rucio_instances=[unreachable_rucio_instance()]),
+        "alice": JupyterServerProcess(base_url="/user/alice/", rucio_instances=[unreachable_rucio_instance()],
+                                      metrics_listener=True),
         "bob": JupyterServerProcess(
-            base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}}
+            base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}},
+            metrics_listener=True,
         ),
         # A named server's base_url, for the Zero to JupyterHub relabelling test.
-        "norucio": JupyterServerProcess(base_url="/user/carol/gpu/", extensions={"rucio_jupyterlab.server": False}),
+        "norucio": JupyterServerProcess(base_url="/user/carol/gpu/", extensions={"rucio_jupyterlab.server": False},
+                                        metrics_listener=True),
     }
-    token_file = tmp_path_factory.mktemp("prometheus") / "jupyter-token"
-    token_file.write_text(TOKEN)
+    token_file = tmp_path_factory.mktemp("prometheus") / "metrics-token"
+    token_file.write_text(METRICS_TOKEN)
     try:
         start_all(list(servers.values()))
-        targets = [
-            {"targets": [f"127.0.0.1:{s.port}"], "labels": {"__metrics_path__": f"{s.base_url}metrics"}}
-            for s in servers.values()
-        ]
+        targets = [{"targets": [f"127.0.0.1:{s.metrics_port}"]} for s in servers.values()]
         with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, static_configs=targets)) as prometheus:
             fleet = Fleet(servers, prometheus)
             prometheus.wait_for_targets(len(servers))
@@ -145,10 +145,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             server.stop()
 
 
-def test_the_shipped_config_scrapes_every_server_with_the_token(fleet: Fleet) -> None:
+def test_the_shipped_config_scrapes_every_servers_metrics_listener_with_its_token(fleet: Fleet) -> None:
     targets = fleet.prometheus.targets()
     assert {(t["labels"]["job"], t["health"], t["lastError"]) for t in targets} == {("jupyter", "up", "")}
-    assert sorted(t["scrapeUrl"] for t in targets) == sorted(s.url("metrics") for s in fleet.servers.values())
+    assert sorted(t["scrapeUrl"] for t in targets) == sorted(s.metrics_listener_url() for s in fleet.servers.values())
     assert fleet.values("up", "instance") == {("alice",): 1, ("bob",): 1, ("norucio",): 1}
 
 
@@ -300,7 +300,7 @@ def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-the-token")
     server = fleet.servers["alice"]
-    targets = [{"targets": [f"127.0.0.1:{server.port}"], "labels": {"__metrics_path__": f"{server.base_url}metrics"}}]
+    targets = [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]
     with PrometheusProcess(deploy_config("jupyter-server.yml", wrong, static_configs=targets)) as prometheus:
         [target] = prometheus.wait_for_targets(1)
     assert target["health"] == "down"
@@ -371,3 +371,28 @@ def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(
     finally:
         for server in servers.values():
             server.stop()
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_with_another_hub_base_url(tmp_path: Path, shipped: str) -> None:
+    # z2jh's hub.baseUrl /jupyter/ puts every server under /jupyter/user/<name>/; the docs say to set it in
+    # the one rule marked hub.baseUrl. Without that edit every scrape would be a 404.
+    server = JupyterServerProcess(base_url="/jupyter/user/dave/")
+    try:
+        server.start()
+        config = pod_scrape_config(shipped, [kubernetes_pod(server, "dave")], tmp_path)
+        with PrometheusProcess(config) as prometheus:
+            prometheus.wait_for_targets(1)
+            prometheus.wait_until(lambda: prometheus.targets()[0]["health"] == "down", 30, "a failed scrape")
+            [target] = prometheus.targets()
+            assert target["scrapeUrl"].endswith("127.0.0.1:%d/user/dave/metrics" % server.port)
+            assert "404" in target["lastError"]
+        [job] = config["scrape_configs"]
+        [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__tmp_hub_base_url"]
+        rule["replacement"] = "/jupyter/"
+        with PrometheusProcess(config) as prometheus:
+            [target] = prometheus.wait_for_scrapes_after(time.time())
+            assert (target["scrapeUrl"], target["health"]) == (server.url("metrics"), "up")
+            assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {("dave",): 16.0}
+    finally:
+        server.stop()

@@ -23,15 +23,40 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOCS, re.S)
 
 
-def test_the_config_example_runs_and_applies(caplog):
-    (example,) = [b for b in code_blocks("python") if "c.RucioMetrics" in b]
-    c = Config()
-    exec(example, {"c": c})
-    with caplog.at_level(logging.ERROR):
-        options = load_options(Configurable(config=c), logging.getLogger("test"))
-    assert caplog.records == []
-    assert options.latency_metric == "histogram"
-    assert options.buckets == [float(b) for b in c.RucioMetrics.buckets]
+def test_the_config_examples_run_and_apply(caplog):
+    examples = [b for b in code_blocks("python") if "c.RucioMetrics" in b]
+    assert len(examples) >= 2
+    for example in examples:
+        c = Config()
+        exec(example, {"c": c})
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            options = load_options(Configurable(config=c), logging.getLogger("test"))
+        assert caplog.records == [], example
+        for name, value in c.RucioMetrics.items():
+            expected = [float(b) for b in value] if name == "buckets" else value
+            assert getattr(options, name) == expected, (example, name)
+
+
+def test_the_readme_scrape_config_is_the_shipped_one_for_the_listener_it_configures():
+    import yaml
+
+    from .deploy_files import PROMETHEUS_DIR
+
+    [shipped] = yaml.safe_load((PROMETHEUS_DIR / "jupyter-server.yml").read_text())["scrape_configs"]
+    blocks = [b for b in code_blocks("yaml") if "job_name: jupyter\n" in b]
+    assert blocks
+    for block in blocks:  # the README's and the operations page's
+        [readme_job] = yaml.safe_load(block)["scrape_configs"]
+        for key in ("job_name", "metrics_path", "static_configs"):
+            assert readme_job[key] == shipped[key], key
+        assert readme_job["authorization"]["type"] == shipped["authorization"]["type"] == "Bearer"
+    listeners = [b for b in code_blocks("python") if "metrics_port" in b]
+    assert listeners
+    for listener in listeners:
+        c = Config()
+        exec(listener, {"c": c})
+        assert shipped["static_configs"][0]["targets"] == [f"127.0.0.1:{c.RucioMetrics.metrics_port}"]
 
 
 def test_every_option_is_in_the_table_with_its_default():

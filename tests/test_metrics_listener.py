@@ -1,0 +1,148 @@
+"""The metrics listener on a real Jupyter server: its own port, its own token, metrics and nothing else."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from .child_process import free_port
+from .jupyter_server_process import METRICS_TOKEN, JupyterServerProcess
+
+
+def listener_config(port: int, token_file: Path | str | None) -> dict[str, dict[str, object]]:
+    options: dict[str, object] = {"metrics_port": port}
+    if token_file is not None:
+        options["metrics_token_file"] = str(token_file)
+    return {"RucioMetrics": options}
+
+
+class ListenedServer:
+    def __init__(self, server: JupyterServerProcess, port: int, token_file: Path) -> None:
+        self.server, self.port, self.token_file = server, port, token_file
+
+    def get(self, path: str = "/metrics", token: str | None = METRICS_TOKEN, scheme: str = "Bearer",
+            ) -> requests.Response:
+        headers = {"Authorization": f"{scheme} {token}"} if token is not None else {}
+        return requests.get(f"http://127.0.0.1:{self.port}{path}", headers=headers, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def listened() -> Iterator[ListenedServer]:
+    with JupyterServerProcess(base_url="/user/alice/", metrics_listener=True) as server:
+        assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+        yield ListenedServer(server, server.metrics_port, server.metrics_token_file)
+
+
+def families(text: str) -> dict[str, str]:
+    return {f.name: f.type for f in text_string_to_metric_families(text)}
+
+
+def test_the_listener_serves_what_base_url_metrics_serves(listened: ListenedServer) -> None:
+    native = listened.server.request("GET", "metrics")
+    ours = listened.get()
+    assert ours.status_code == 200
+    assert ours.headers["Content-Type"] == native.headers["Content-Type"]
+    # The process's whole default registry: jupyter_server's families and ours alike.
+    assert families(ours.text) == families(native.text)
+    assert {"http_request_duration_seconds", "rucio_jupyterlab_http_requests",
+            "rucio_jupyterlab_http_instrumented_routes"} <= set(families(ours.text))
+    assert 'rucio_jupyterlab_http_requests_total{handler="/rucio-jupyterlab/instances",method="GET",' \
+           'status_code="200"} 1.0' in ours.text
+    assert listened.get(scheme="token").status_code == 200
+
+
+def test_the_listener_refuses_a_request_without_its_token(listened: ListenedServer) -> None:
+    missing = listened.get(token=None)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert listened.get(token="not-the-token").status_code == 403
+    assert listened.get(token="rucio-metrics-test-token").status_code == 403  # the server's token is not it
+    # A token in the URL would end up in logs: not accepted.
+    assert listened.get(f"/metrics?token={METRICS_TOKEN}", token=None).status_code == 401
+
+
+def test_the_listener_serves_metrics_and_nothing_else(listened: ListenedServer) -> None:
+    for path in ("/", "/api/kernels", "/api/status", "/user/alice/api/kernels", "/metrics/", "/user/alice/metrics"):
+        assert listened.get(path).status_code == 404, path
+
+
+def test_the_metrics_token_opens_nothing_on_the_server(listened: ListenedServer) -> None:
+    server = listened.server
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    for method, path in [("GET", "metrics"), ("GET", "api/sessions"), ("POST", "api/kernels"),
+                         ("POST", "api/contents"), ("GET", "rucio-jupyterlab/auth?namespace=atlas&type=userpass"),
+                         ("GET", "rucio-jupyterlab/instances")]:
+        got = requests.request(method, server.url(path), headers=auth, json={}, timeout=10, allow_redirects=False)
+        assert got.status_code == 403, (method, path, got.status_code)
+
+
+def test_a_rotated_token_file_takes_effect_without_a_restart(listened: ListenedServer) -> None:
+    try:
+        listened.token_file.write_text("the-rotated-metrics-token\n")
+        assert listened.get().status_code == 403
+        assert listened.get(token="the-rotated-metrics-token").status_code == 200
+        listened.token_file.write_text("")  # caught mid-rotation: refuse, never serve unauthenticated
+        assert listened.get().status_code == 503
+        assert listened.get(token=None).status_code == 503
+        assert "RucioMetrics.metrics_token_file" in listened.server.log()
+    finally:
+        listened.token_file.write_text(METRICS_TOKEN + "\n")
+    assert listened.get().status_code == 200
+
+
+def assert_serves_without_listener(server: JupyterServerProcess, port: int) -> None:
+    assert server.request("GET", "api/status").status_code == 200
+    assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+    assert "rucio_jupyterlab_http_requests_total" in server.metrics_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+
+@pytest.mark.parametrize("content", [None, "", "two\nlines\n"], ids=["missing", "empty", "two-lines"])
+def test_a_bad_token_file_keeps_the_listener_off_and_the_server_serving(tmp_path: Path, content: str | None) -> None:
+    token_file = tmp_path / "metrics-token"
+    if content is not None:
+        token_file.write_text(content)
+    port = free_port()
+    with JupyterServerProcess(extra_config=listener_config(port, token_file)) as server:
+        assert_serves_without_listener(server, port)
+        log = server.log()
+    assert f"RucioMetrics.metrics_token_file {token_file} " in log
+    assert "the metrics listener stays off" in log
+    assert "two" not in log.replace("two-lines", "")  # the file's content is never shown
+
+
+def test_a_port_taken_keeps_the_listener_off_and_the_server_serving(tmp_path: Path) -> None:
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(METRICS_TOKEN)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with JupyterServerProcess(extra_config=listener_config(port, token_file)) as server:
+            assert server.request("GET", "api/status").status_code == 200
+            assert "rucio_jupyterlab_http_requests_total" in server.metrics_text()
+            log = server.log()
+    assert f"RucioMetrics.metrics_port = {port}, RucioMetrics.metrics_ip = '127.0.0.1': cannot listen there" in log
+    assert METRICS_TOKEN not in log
+
+
+def test_without_a_token_file_the_listener_is_open_and_says_so() -> None:
+    port = free_port()
+    with JupyterServerProcess(extra_config=listener_config(port, None)) as server:
+        open_scrape = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        log = server.log()
+    assert open_scrape.status_code == 200
+    assert "rucio_jupyterlab_http_instrumented_routes 16.0" in open_scrape.text
+    assert "asks for no token" in log and "network policy" in log
+
+
+def test_off_by_default() -> None:
+    with JupyterServerProcess() as server:
+        log = server.log()
+    assert "metrics listener" not in log
