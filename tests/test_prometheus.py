@@ -385,7 +385,7 @@ def test_zero_to_jupyterhub_relabelling_with_another_hub_base_url(tmp_path: Path
             prometheus.wait_for_targets(1)
             prometheus.wait_until(lambda: prometheus.targets()[0]["health"] == "down", 30, "a failed scrape")
             [target] = prometheus.targets()
-            assert target["scrapeUrl"].endswith("127.0.0.1:%d/user/dave/metrics" % server.port)
+            assert target["scrapeUrl"].endswith(f"127.0.0.1:{server.port}/user/dave/metrics")
             assert "404" in target["lastError"]
         [job] = config["scrape_configs"]
         [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__tmp_hub_base_url"]
