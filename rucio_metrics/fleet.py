@@ -22,7 +22,9 @@ named server) so series of different servers never collide:
              'instance': 'alice', 'user': 'alice'}}]
 
 The token needs the scopes ``list:users`` and ``read:servers`` (to list the
-servers) and ``access:servers`` (for Prometheus to scrape them). Only the
+servers); Prometheus' scrape token needs ``read:metrics``, which rucio_metrics
+admits at each server's metrics (one token may hold all three, and should
+hold no ``access:servers``: that opens every user's server). Only the
 standard library is used, so the helper runs wherever rucio_metrics is
 installed, without a Jupyter server.
 
@@ -282,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hub-url", required=True, help="the hub's public URL (its proxy), e.g. https://hub.example.org/")
     parser.add_argument(
-        "--token-file", help="file holding a hub API token with list:users, read:servers and access:servers "
+        "--token-file", help="file holding a hub API token with list:users and read:servers "
         "(default: $JUPYTERHUB_API_TOKEN)",
     )
     parser.add_argument("--output", required=True, type=Path, help="the file_sd JSON file to write")
