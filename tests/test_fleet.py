@@ -178,6 +178,13 @@ def test_the_metrics_credential_opens_nothing_else_through_the_proxy(hub_fleet: 
     assert requests.get(server_url(hub, "alice", "api/sessions"), headers=admin, timeout=30).status_code == 200
     auth = requests.get(server_url(hub, "alice", "rucio-jupyterlab/instances"), headers=admin, timeout=30)
     assert auth.status_code == 200
+    # On the hub's own API it lists (what the fleet helper needs) and changes nothing.
+    token = {"Authorization": f"token {PROMETHEUS_TOKEN}"}
+    assert requests.get(f"{hub.url}hub/api/users", headers=token, timeout=30).status_code == 200
+    for method, path in [("POST", "users/carol/server"), ("DELETE", "users/alice/server"),
+                         ("POST", "users/alice/tokens"), ("POST", "users"), ("GET", "users/alice/tokens")]:
+        got = requests.request(method, f"{hub.url}hub/api/{path}", headers=token, json={}, timeout=30)
+        assert got.status_code in (403, 404), f"{method} /hub/api/{path} with the metrics credential: {got.status_code}"
 
 
 def test_the_metrics_credential_opens_nothing_else_at_the_servers_own_port(hub_fleet: HubFleet) -> None:
