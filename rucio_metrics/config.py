@@ -68,6 +68,13 @@ class RucioMetrics(Configurable):
         Example: c.RucioMetrics.outbound_enabled = False""",
     ).tag(config=True)
 
+    transfers_enabled = Bool(
+        True,
+        help="""Also measure the downloads and uploads users start from JupyterLab
+        (rucio_jupyterlab_transfer* metrics). Default: True.
+        Example: c.RucioMetrics.transfers_enabled = False""",
+    ).tag(config=True)
+
     hub_metrics_scope = Unicode(
         "read:metrics",
         help="""Under JupyterHub, <base_url>metrics also answers a hub token whose scopes include

@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .metrics_listener import start_metrics_listener
 from .outbound import load_outbound
 from .scrape_path import route_prometheus_spelling
+from .transfers import load_transfers
 
 # Per app: the options of its latest load, and what its add_handlers hook runs.
 _loads: weakref.WeakKeyDictionary[Application, _AppLoad] = weakref.WeakKeyDictionary()
@@ -95,6 +96,8 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
         if options.outbound_enabled:
             # The same duration type and buckets as the inbound side, so the two compare directly.
             load_outbound(registry, metrics.latency_metric, metrics.buckets, serverapp.config, log)
+        if options.transfers_enabled:
+            load_transfers(registry, metrics.latency_metric, serverapp.config, log)
         return options
     except Exception:
         log.exception("rucio_metrics: failed to load; the server runs without Rucio metrics")

@@ -57,6 +57,7 @@ class JupyterServerProcess(ChildProcess):
         env: dict[str, str] | None = None,
         python: str | None = None,
         metrics_listener: bool = False,
+        python_config: str = "",
     ) -> None:
         super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -76,6 +77,7 @@ class JupyterServerProcess(ChildProcess):
         for section, values in (extra_config or {}).items():
             config.setdefault(section, {}).update(values)
         self.config = config
+        self.python_config = python_config  # jupyter_server_config.py, run in the server's process
         self.args = args or []
         self.env = env or {}
         # None: this venv's Python with the checkout under test on the path; else an
@@ -92,6 +94,8 @@ class JupyterServerProcess(ChildProcess):
         for d in (home, tmp, config_dir, self.root / "notebooks"):
             d.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=2))
+        if self.python_config:
+            (config_dir / "jupyter_server_config.py").write_text(self.python_config)
         self.metrics_token_file.write_text(METRICS_TOKEN + "\n")
         env = {
             **os.environ,

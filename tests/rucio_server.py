@@ -20,10 +20,12 @@ the transfer). Passwords are made up per server and never printed or logged.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import secrets
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,31 @@ class RucioServer(ChildProcess):
     def finish_transfer(self, rse: str, dids: list[str]) -> None:
         """Mark the replicas of ``dids`` (``scope:name`` of files) on ``rse`` available, as a transfer would."""
         self._set_up(rucio_python(), "finish-transfer", rse, *dids)
+
+    def add_file(self, rse: str, did: str, content: bytes, on_disk: bytes | None = None) -> Path:
+        """Register ``did`` with a replica on ``rse`` with ``content``'s size and checksums; write the file.
+
+        What is written at the replica's path is ``content``, or ``on_disk`` (a corrupt replica); the
+        path is returned.
+        """
+        self._set_up(rucio_python(), "add-file", rse, did, str(len(content)),
+                     f"{zlib.adler32(content) & 0xFFFFFFFF:08x}", hashlib.md5(content).hexdigest())
+        path = self.replica_path(rse, did)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if on_disk is None else on_disk)
+        return path
+
+    def replica_path(self, rse: str, did: str) -> Path:
+        """Where Rucio's ``hash`` lfn2pfn algorithm puts ``did``'s file on ``rse``."""
+        scope, name = did.split(":")
+        digest = hashlib.md5(did.encode()).hexdigest()
+        if scope.startswith(("user.", "group.")):
+            scope = scope.replace(".", "/")  # user.alice -> user/alice
+        return self.storage(rse) / scope / digest[0:2] / digest[2:4] / name
+
+    def set_limit(self, rse: str, size: int) -> None:
+        """Set the user account's quota on ``rse``, in bytes."""
+        self._set_up(rucio_python(), "set-limit", rse, str(size))
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # Rucio's venv, nothing else

@@ -5,7 +5,9 @@ server's rucio.cfg. ``database`` creates the schema (stamped for alembic),
 the base VO and the root account; ``seed`` adds the fixture data with Rucio's
 own Python client, as the root account of the ``[client]`` section;
 ``finish-transfer RSE SCOPE:NAME...`` marks replicas on RSE available, as a
-finished transfer would (no Rucio daemons run). The user
+finished transfer would (no Rucio daemons run); ``add-file RSE SCOPE:NAME BYTES
+ADLER32 MD5`` registers a file with a replica on RSE (its content is the
+caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there. The user
 account's password comes in ``RUCIO_USER_PASSWORD``, never on the command line.
 
 Rucio is imported inside the functions: this module is also imported, for its
@@ -111,6 +113,21 @@ def finish_transfer(rse: str, *dids: str) -> None:
     Client().update_replicas_states(rse, files)
 
 
+def add_file(rse: str, did: str, size: str, adler32: str, md5: str) -> None:
+    from rucio.client import Client
+
+    scope, name = did.split(":")
+    Client().add_replicas(rse, [{"scope": scope, "name": name, "bytes": int(size), "adler32": adler32, "md5": md5}])
+
+
+def set_limit(rse: str, size: str) -> None:
+    from rucio.client import Client
+
+    Client().set_local_account_limit(ACCOUNT, rse, int(size))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"database": database, "seed": seed, "finish-transfer": finish_transfer}[command](*args)
+    steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer, "add-file": add_file,
+             "set-limit": set_limit}
+    steps[command](*args)
