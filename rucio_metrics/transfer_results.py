@@ -11,8 +11,8 @@ child and keeps the result where its own UI reads it:
   into the extension's database, marks it ``uploaded`` on success, and logs
   a failure's traceback to ``~/.rucio_jupyterlab/logs/upload/<id>.log``.
 
-A child that leaves neither (killed, or dead before it got that far) ended
-``killed``. Reading happens once per transfer, after the child exited, off
+A child that leaves no result (killed, or dead before it got that far; for
+an upload also one ended by a signal) ended ``killed``. Reading happens once per transfer, after the child exited, off
 the IOLoop; never during a scrape.
 """
 
@@ -104,9 +104,12 @@ def upload_result(job: dict[str, Any] | None, log_folder: str, killed_by_signal:
         return Result(KILLED)
     if job.get("uploaded"):
         return Result(SUCCEEDED, bytes=_size(os.path.abspath(str(job.get("path", "")))))
-    exception_class = last_exception(_read_text(os.path.join(log_folder, f"{job.get('id')}.log")) or "")
-    if exception_class is None or killed_by_signal:
+    if killed_by_signal:
         return Result(KILLED)
+    # The child catches the failure, logs it and exits normally. Under ``fork`` in a server whose root
+    # logger has handlers, upstream writes no log file (it only adds its file handler to a logger
+    # without any): the reason is then unknown, ``other``.
+    exception_class = last_exception(_read_text(os.path.join(log_folder, f"{job.get('id')}.log")) or "")
     return Result(FAILED, reason_label(exception_class, known))
 
 

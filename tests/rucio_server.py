@@ -141,6 +141,16 @@ class RucioServer(ChildProcess):
             scope = scope.replace(".", "/")  # user.alice -> user/alice
         return self.storage(rse) / scope / digest[0:2] / digest[2:4] / name
 
+    def did_bytes(self, did: str) -> int:
+        """The size Rucio holds for file ``did`` (-1 when it does not know the DID)."""
+        done = subprocess.run(
+            [str(rucio_python()), str(REPO / "tests" / "rucio_server_setup.py"), "did-bytes", did],
+            env=self._env(), cwd=self.root, capture_output=True, text=True, check=False, timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.name}: did-bytes {did} failed:\n{done.stderr[-3000:]}")
+        return int(done.stdout.split()[-1])
+
     def set_limit(self, rse: str, size: int) -> None:
         """Set the user account's quota on ``rse``, in bytes."""
         self._set_up(rucio_python(), "set-limit", rse, str(size))

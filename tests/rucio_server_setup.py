@@ -7,7 +7,8 @@ own Python client, as the root account of the ``[client]`` section;
 ``finish-transfer RSE SCOPE:NAME...`` marks replicas on RSE available, as a
 finished transfer would (no Rucio daemons run); ``add-file RSE SCOPE:NAME BYTES
 ADLER32 MD5`` registers a file with a replica on RSE (its content is the
-caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there. The user
+caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there; ``did-bytes
+SCOPE:NAME`` prints the size Rucio holds for a file (-1: unknown). The user
 account's password comes in ``RUCIO_USER_PASSWORD``, never on the command line.
 
 Rucio is imported inside the functions: this module is also imported, for its
@@ -120,6 +121,18 @@ def add_file(rse: str, did: str, size: str, adler32: str, md5: str) -> None:
     Client().add_replicas(rse, [{"scope": scope, "name": name, "bytes": int(size), "adler32": adler32, "md5": md5}])
 
 
+def did_bytes(did: str) -> None:
+    """Print the size Rucio holds for file ``did``, or -1 when Rucio does not know it."""
+    from rucio.client import Client
+    from rucio.common.exception import DataIdentifierNotFound
+
+    scope, name = did.split(":")
+    try:
+        print(Client().get_metadata(scope, name)["bytes"])
+    except DataIdentifierNotFound:
+        print(-1)
+
+
 def set_limit(rse: str, size: str) -> None:
     from rucio.client import Client
 
@@ -129,5 +142,5 @@ def set_limit(rse: str, size: str) -> None:
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer, "add-file": add_file,
-             "set-limit": set_limit}
+             "did-bytes": did_bytes, "set-limit": set_limit}
     steps[command](*args)

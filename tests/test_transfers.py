@@ -1,0 +1,252 @@
+"""Downloads and uploads for real: rucio-clients copies real bytes between a real Rucio server's posix RSEs
+and the Jupyter server's home, in children started with ``fork`` and with ``spawn``.
+
+Each transfer's metrics are checked against what the extension's own job state
+says (the DID's status, the upload job's status) and what Rucio holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pytest
+
+from rucio_metrics.transfer_results import reason_label, rucio_exception_names
+
+from .jupyter_server_process import JupyterServerProcess
+from .rucio_server import RucioServer
+
+NAMESPACE = "cms"  # the instance in download mode
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def rucio() -> Iterator[RucioServer]:
+    with RucioServer() as rucio:
+        yield rucio
+
+
+def start_method_config(method: str, extra: str = "") -> str:
+    return f"import multiprocessing\nmultiprocessing.set_start_method({method!r}, force=True)\n{extra}"
+
+
+@dataclass
+class Transfers:
+    server: JupyterServerProcess
+    rucio: RucioServer
+    method: str
+
+    def samples(self) -> Samples:
+        return self.server.samples("rucio_jupyterlab_transfer")
+
+    def value(self, samples: Samples, name: str, **labels: str) -> float:
+        return samples.get((name, frozenset({"rucio_instance": NAMESPACE, **labels}.items())), 0.0)
+
+    def wait_until_ended(self, before: Samples, direction: str, count: int = 1, seconds: float = 90) -> Samples:
+        """The samples once ``count`` more transfers of ``direction`` ended and none is in progress."""
+        deadline = time.monotonic() + seconds
+        while True:
+            now = self.samples()
+            ended = sum(self.value(now, "rucio_jupyterlab_transfers_ended_total", direction=direction, outcome=o)
+                        - self.value(before, "rucio_jupyterlab_transfers_ended_total", direction=direction, outcome=o)
+                        for o in ("succeeded", "failed", "killed"))
+            progress = self.value(now, "rucio_jupyterlab_transfers_in_progress", direction=direction)
+            if ended >= count and progress == 0:
+                return now
+            assert time.monotonic() < deadline, f"{direction}: {ended} of {count} ended, {progress} in progress"
+            time.sleep(0.1)
+
+    def changes(self, before: Samples, after: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample that changed, except durations' sums (their count says how many)."""
+        return {key: after[key] - before.get(key, 0.0) for key in after
+                if after[key] != before.get(key, 0.0) and not key[0].endswith(("_sum", "_created"))}
+
+    def make_available(self, did: str) -> None:
+        response = self.server.request("POST", f"rucio-jupyterlab/did/make-available?namespace={NAMESPACE}",
+                                       json={"did": did})
+        assert response.status_code == 200, response.text
+
+    def did_status(self, did: str) -> list[dict[str, Any]]:
+        response = self.server.request("GET", f"rucio-jupyterlab/did?namespace={NAMESPACE}&did={did}&force=1")
+        assert response.status_code == 200, response.text
+        return list(response.json())
+
+    def upload(self, name: str, content: bytes, rse: str) -> str:
+        path = self.server.root / "notebooks" / name
+        path.write_bytes(content)
+        response = self.server.request("POST", f"rucio-jupyterlab/upload?namespace={NAMESPACE}",
+                                       json={"file_paths": [str(path)], "rse": rse, "scope": "user.alice"})
+        assert response.status_code == 200 and response.json() == {"success": True}, response.text
+        return str(path)
+
+    def upload_job(self, path: str) -> dict[str, Any]:
+        jobs = self.server.request("GET", f"rucio-jupyterlab/upload/jobs?namespace={NAMESPACE}").json()
+        [job] = [j for j in jobs if j["path"] == path]
+        return dict(job)
+
+    def error_details(self, did: str) -> dict[str, Any]:
+        """The extension's own error.json of a failed download (in its folder for the DID, base32 named)."""
+        folder = base64.b32encode(did.encode()).decode().lower().replace("=", "")
+        path = self.server.root / "home" / "rucio" / NAMESPACE / "downloads" / folder / "error.json"
+        return dict(json.loads(path.read_text()))
+
+
+def ended(direction: str, outcome: str, reason: str | None = None, moved: int = 0) -> dict[Any, float]:
+    """The changes one transfer that ended so makes."""
+    labels = {"rucio_instance": NAMESPACE, "direction": direction}
+    expected = {
+        ("rucio_jupyterlab_transfers_started_total", frozenset(labels.items())): 1.0,
+        ("rucio_jupyterlab_transfers_ended_total", frozenset({**labels, "outcome": outcome}.items())): 1.0,
+        ("rucio_jupyterlab_transfer_duration_seconds_count", frozenset({**labels, "outcome": outcome}.items())): 1.0,
+    }
+    if reason is not None:
+        expected[("rucio_jupyterlab_transfer_failures_total", frozenset({**labels, "reason": reason}.items()))] = 1.0
+    if moved:
+        expected[("rucio_jupyterlab_transfer_bytes_total", frozenset(labels.items()))] = float(moved)
+    return expected
+
+
+@pytest.fixture(scope="module", params=["fork", "spawn"])
+def transfers(request: pytest.FixtureRequest, rucio: RucioServer) -> Iterator[Transfers]:
+    method = request.param
+    with JupyterServerProcess(rucio_instances=[rucio.instance_config(NAMESPACE, mode="download")],
+                              python_config=start_method_config(method)) as server:
+        assert server.request("PUT", "rucio-jupyterlab/instances",
+                              json={"instance": NAMESPACE, "auth": "userpass"}).ok
+        assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials(NAMESPACE)).ok
+        yield Transfers(server, rucio, method)
+
+
+def test_a_download_that_succeeds_counts_the_bytes_of_its_files(transfers: Transfers) -> None:
+    did = f"user.alice:ok-{transfers.method}.root"
+    content = b"rucio" * 4321
+    transfers.rucio.add_file("SITE_DISK", did, content)
+    before = transfers.samples()
+    transfers.make_available(did)
+    after = transfers.wait_until_ended(before, "download")
+    assert transfers.changes(before, after) == ended("download", "succeeded", moved=len(content))
+    [status] = transfers.did_status(did)
+    assert status["status"] == "OK"
+    assert open(status["path"], "rb").read() == content
+
+
+def test_a_download_whose_replica_is_missing_on_disk_fails(transfers: Transfers) -> None:
+    did = f"user.alice:missing-{transfers.method}.root"
+    transfers.rucio.add_file("SITE_DISK", did, b"m" * 1000).unlink()
+    before = transfers.samples()
+    transfers.make_available(did)
+    after = transfers.wait_until_ended(before, "download")
+    details = transfers.error_details(did)
+    assert transfers.changes(before, after) == ended("download", "failed", details["exception_class"])
+    assert details["exception_class"] == "NoFilesDownloaded"
+    assert [s["status"] for s in transfers.did_status(did)] == ["FAILED"]
+
+
+def test_a_download_with_a_wrong_checksum_fails(transfers: Transfers) -> None:
+    did = f"user.alice:corrupt-{transfers.method}.root"
+    transfers.rucio.add_file("SITE_DISK", did, b"a" * 2000, on_disk=b"b" * 2000)
+    before = transfers.samples()
+    transfers.make_available(did)
+    after = transfers.wait_until_ended(before, "download")
+    details = transfers.error_details(did)
+    assert transfers.changes(before, after) == ended("download", "failed", details["exception_class"])
+    assert [s["status"] for s in transfers.did_status(did)] == ["FAILED"]
+
+
+def test_an_upload_that_succeeds_is_in_rucio_with_its_size(transfers: Transfers) -> None:
+    name = f"up-{transfers.method}.txt"
+    before = transfers.samples()
+    path = transfers.upload(name, b"u" * 777, "SITE_DISK")
+    after = transfers.wait_until_ended(before, "upload")
+    assert transfers.changes(before, after) == ended("upload", "succeeded", moved=777)
+    assert transfers.upload_job(path)["status"] == "OK"
+    assert transfers.rucio.did_bytes(f"user.alice:{name}") == 777
+
+
+def test_an_upload_to_an_rse_without_quota_fails(transfers: Transfers) -> None:
+    transfers.rucio.set_limit("SITE_SCRATCHDISK", 0)
+    try:
+        name = f"noquota-{transfers.method}.txt"
+        before = transfers.samples()
+        path = transfers.upload(name, b"q" * 500, "SITE_SCRATCHDISK")
+        after = transfers.wait_until_ended(before, "upload")
+    finally:
+        transfers.rucio.set_limit("SITE_SCRATCHDISK", 10**12)
+    job = transfers.upload_job(path)
+    assert job["status"] == "FAILED"
+    log = transfers.server.request("GET", f"rucio-jupyterlab/upload/jobs/log?namespace={NAMESPACE}&id={job['id']}")
+    # Upstream bug: the child adds its log file's handler only to a logger tree without any handler,
+    # and the root logger has one by then (inherited, or set up by rucio-clients' import), so no
+    # failed upload has a log: the UI says "Logfile does not exist" and the reason is unknown.
+    assert log.status_code == 404
+    assert transfers.changes(before, after) == ended("upload", "failed", "other")
+
+
+def new_children(server: JupyterServerProcess, known: set[int]) -> list[psutil.Process]:
+    assert server.process is not None
+    children = psutil.Process(server.process.pid).children()
+    return [c for c in children if c.pid not in known and "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def test_a_transfer_child_killed_with_sigkill_ends_killed(transfers: Transfers) -> None:
+    did = f"user.alice:killed-{transfers.method}.root"
+    transfers.rucio.add_file("SITE_DISK", did, b"k" * 3000)
+    assert transfers.server.process is not None
+    known = {c.pid for c in psutil.Process(transfers.server.process.pid).children()}
+    before = transfers.samples()
+    transfers.make_available(did)
+    [child] = new_children(transfers.server, known)
+    child.kill()
+    after = transfers.wait_until_ended(before, "download")
+    assert transfers.changes(before, after) == ended("download", "killed")
+    # Upstream shows the DID as still on its way (its lock file holds the server's pid); the gauge does not.
+    assert [s["status"] for s in transfers.did_status(did)] == ["REPLICATING"]
+
+
+def test_a_download_while_rucio_is_stopped_fails(transfers: Transfers) -> None:
+    did = f"user.alice:stopped-{transfers.method}.root"
+    transfers.rucio.add_file("SITE_DISK", did, b"s" * 1500)
+    transfers.rucio.halt()
+    try:
+        before = transfers.samples()
+        transfers.make_available(did)
+        after = transfers.wait_until_ended(before, "download")
+    finally:
+        transfers.rucio.serve()
+    details = transfers.error_details(did)
+    reason = reason_label(details["exception_class"], rucio_exception_names())
+    assert transfers.changes(before, after) == ended("download", "failed", reason)
+    assert [s["status"] for s in transfers.did_status(did)] == ["FAILED"]
+
+
+def test_a_restarted_server_does_not_count_old_results_again(transfers: Transfers) -> None:
+    # Last for each start method: it restarts the server (its HOME, with the results, is kept).
+    server = transfers.server
+    server.terminate()
+    server.start()
+    assert server.request("PUT", "rucio-jupyterlab/auth", json=transfers.rucio.userpass_credentials(NAMESPACE)).ok
+    samples = transfers.samples()
+    assert {k: v for k, v in samples.items() if v and not k[0].endswith("_created")} == {}
+    did = f"user.alice:ok-{transfers.method}.root"
+    assert [s["status"] for s in transfers.did_status(did)] == ["OK"]  # the old result is still there
+
+
+def test_a_process_that_cannot_start_is_counted_failed_though_upstream_says_success(rucio: RucioServer) -> None:
+    # spawn with an interpreter that does not exist: Process.start() raises; the upload route answers success.
+    config = start_method_config("spawn", "multiprocessing.set_executable('/nonexistent/python')\n")
+    with JupyterServerProcess(rucio_instances=[rucio.instance_config(NAMESPACE, mode="download")],
+                              python_config=config) as server:
+        assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials(NAMESPACE)).ok
+        transfers = Transfers(server, rucio, "spawn")
+        before = transfers.samples()
+        transfers.upload("never.txt", b"n" * 10, "SITE_DISK")
+        after = transfers.wait_until_ended(before, "upload")
+        # The route said success; no job exists, so the UI shows nothing either.
+        assert server.request("GET", f"rucio-jupyterlab/upload/jobs?namespace={NAMESPACE}").json() == []
+    assert transfers.changes(before, after) == ended("upload", "failed", "not_started")
