@@ -5,18 +5,23 @@ that routes added after rucio_metrics loaded are instrumented too. It also
 carries the handlers the reliability tests need: a slow async route and
 handlers that fail at each stage of a request. With the environment variable
 ``RUCIO_METRICS_TEST_BREAK_RECORDING=1`` it makes every recording call of
-rucio_metrics raise, to prove requests are served regardless.
+rucio_metrics raise, to prove requests are served regardless. Outside the
+prefix, ``POST <base_url>rucio-metrics-test/no-file-descriptors?seconds=S``
+leaves the process no free file descriptor for S seconds, so that starting
+a child process fails for real (``Process.start()`` raises ``OSError``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.ioloop import IOLoop
 
 from rucio_metrics.metrics import MethodMetrics
 
@@ -58,6 +63,30 @@ class FaultHandler(APIHandler):
             raise RuntimeError("on_finish failed")
 
 
+class NoFileDescriptorsHandler(APIHandler):
+    """Lowers the soft RLIMIT_NOFILE and fills every free descriptor below it; undone after ``?seconds=``."""
+
+    @web.authenticated
+    def post(self) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+
+        def restore() -> None:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        IOLoop.current().call_later(float(self.get_query_argument("seconds", "2")), restore)
+        self.finish({"held": len(held)})
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "tests.extra_routes_extension"}]
 
@@ -77,6 +106,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         (url_path_join(base, "slow"), SlowHandler),
         (url_path_join(base, "late"), LateHandler),
         (url_path_join(base, "fault"), FaultHandler),
+    ])
+    serverapp.web_app.add_handlers(".*$", [
+        (url_path_join(serverapp.web_app.settings["base_url"], "rucio-metrics-test", "no-file-descriptors"),
+         NoFileDescriptorsHandler),
     ])
     if os.environ.get("RUCIO_METRICS_TEST_BREAK_RECORDING") == "1":
         _break_recording()

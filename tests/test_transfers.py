@@ -112,7 +112,7 @@ def ended(direction: str, outcome: str, reason: str | None = None, moved: int = 
     return expected
 
 
-@pytest.fixture(scope="module", params=["fork", "spawn"])
+@pytest.fixture(scope="module", params=["fork", "spawn", "forkserver"])
 def transfers(request: pytest.FixtureRequest, rucio: RucioServer) -> Iterator[Transfers]:
     method = request.param
     with JupyterServerProcess(rucio_instances=[rucio.instance_config(NAMESPACE, mode="download")],
@@ -188,21 +188,36 @@ def test_an_upload_to_an_rse_without_quota_fails(transfers: Transfers) -> None:
     assert transfers.changes(before, after) == ended("upload", "failed", "other")
 
 
-def new_children(server: JupyterServerProcess, known: set[int]) -> list[psutil.Process]:
+def descendants(server: JupyterServerProcess) -> list[psutil.Process]:
+    """The server's transfer processes (under forkserver the fork server's children); no helper processes."""
     assert server.process is not None
-    children = psutil.Process(server.process.pid).children()
-    return [c for c in children if c.pid not in known and "resource_tracker" not in " ".join(c.cmdline())]
+    found = []
+    for p in psutil.Process(server.process.pid).children(recursive=True):
+        command = " ".join(p.cmdline())
+        helper = "resource_tracker" in command or ("forkserver" in command and p.ppid() == server.process.pid)
+        if not helper:
+            found.append(p)
+    return found
+
+
+def new_child(server: JupyterServerProcess, known: set[int]) -> psutil.Process:
+    """The one process below the server that is not in ``known``, once it appeared."""
+    deadline = time.monotonic() + 5
+    while True:
+        new = [p for p in descendants(server) if p.pid not in known]
+        if len(new) == 1:
+            return new[0]
+        assert time.monotonic() < deadline, [p.cmdline() for p in new]
+        time.sleep(0.005)
 
 
 def test_a_transfer_child_killed_with_sigkill_ends_killed(transfers: Transfers) -> None:
     did = f"user.alice:killed-{transfers.method}.root"
     transfers.rucio.add_file("SITE_DISK", did, b"k" * 3000)
-    assert transfers.server.process is not None
-    known = {c.pid for c in psutil.Process(transfers.server.process.pid).children()}
+    known = {p.pid for p in descendants(transfers.server)}
     before = transfers.samples()
     transfers.make_available(did)
-    [child] = new_children(transfers.server, known)
-    child.kill()
+    new_child(transfers.server, known).kill()
     after = transfers.wait_until_ended(before, "download")
     assert transfers.changes(before, after) == ended("download", "killed")
     # Upstream shows the DID as still on its way (its lock file holds the server's pid); the gauge does not.
@@ -237,15 +252,21 @@ def test_a_restarted_server_does_not_count_old_results_again(transfers: Transfer
     assert [s["status"] for s in transfers.did_status(did)] == ["OK"]  # the old result is still there
 
 
-def test_a_process_that_cannot_start_is_counted_failed_though_upstream_says_success(rucio: RucioServer) -> None:
-    # spawn with an interpreter that does not exist: Process.start() raises; the upload route answers success.
-    config = start_method_config("spawn", "multiprocessing.set_executable('/nonexistent/python')\n")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_process_that_cannot_start_is_counted_failed_though_upstream_says_success(
+    rucio: RucioServer, method: str,
+) -> None:
+    # No free file descriptor: Process.start() raises (no pipe for the child); the upload route answers success.
     with JupyterServerProcess(rucio_instances=[rucio.instance_config(NAMESPACE, mode="download")],
-                              python_config=config) as server:
+                              python_config=start_method_config(method),
+                              extensions={"tests.extra_routes_extension": True}) as server:
         assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials(NAMESPACE)).ok
-        transfers = Transfers(server, rucio, "spawn")
+        transfers = Transfers(server, rucio, method)
         before = transfers.samples()
+        # One connection for both requests: a new one could not be accepted meanwhile.
+        assert server.request("POST", "rucio-metrics-test/no-file-descriptors?seconds=1").json()["held"] >= 0
         transfers.upload("never.txt", b"n" * 10, "SITE_DISK")
+        time.sleep(1.5)
         after = transfers.wait_until_ended(before, "upload")
         # The route said success; no job exists, so the UI shows nothing either.
         assert server.request("GET", f"rucio-jupyterlab/upload/jobs?namespace={NAMESPACE}").json() == []
