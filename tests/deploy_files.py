@@ -41,6 +41,15 @@ OUTBOUND_FAMILIES = {
     "rucio_jupyterlab_rucio_requests_total": "counter",
     "rucio_jupyterlab_rucio_request_duration_seconds": "summary or histogram",
 }
+# The transfer families (exported once rucio_metrics watches rucio-jupyterlab's downloads and uploads).
+TRANSFER_FAMILIES = {
+    "rucio_jupyterlab_transfers_started_total": "counter",
+    "rucio_jupyterlab_transfers_ended_total": "counter",
+    "rucio_jupyterlab_transfer_failures_total": "counter",
+    "rucio_jupyterlab_transfer_bytes_total": "counter",
+    "rucio_jupyterlab_transfers_in_progress": "gauge",
+    "rucio_jupyterlab_transfer_duration_seconds": "summary or histogram",
+}
 _SAMPLE_SUFFIXES = ("", "_sum", "_count", "_bucket")
 
 # What Grafana puts for "All" (allValue) and for $__rate_interval at a 1 s scrape interval.
@@ -158,7 +167,7 @@ def metric_names(expr: str) -> set[str]:
 
 def our_series_names() -> set[str]:
     """The names the rules and the dashboard may read: our families' samples and our recording rules."""
-    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES}
+    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES, **TRANSFER_FAMILIES}
     return {family + suffix for family in families for suffix in _SAMPLE_SUFFIXES} | recorded_names()
 
 
@@ -168,7 +177,7 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> s
     )
 
 
-OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_")
+OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer")
 
 
 def our_families_only(exposition: str) -> str:

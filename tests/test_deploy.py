@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from .deploy_files import (
+    OUR_PREFIXES,
     DASHBOARD,
     HTTP_FAMILIES,
     PROMETHEUS_DIR,
@@ -92,8 +93,8 @@ def test_promtool_check_config_in_full(config: Path, tmp_path: Path) -> None:
 def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", *[str(p) for p in RULE_FILES])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout  # alerts
-    assert "SUCCESS: 9 rules found" in result.stdout  # recording
+    assert "SUCCESS: 5 rules found" in result.stdout  # alerts
+    assert "SUCCESS: 15 rules found" in result.stdout  # recording
 
 
 @pytest.mark.parametrize("test_file", RULE_TESTS, ids=config_ids(RULE_TESTS))
@@ -125,9 +126,11 @@ def test_recording_rule_names_say_what_they_aggregate() -> None:
         by = re.search(r"sum by \(([^)]*)\)", rule["expr"])
         assert by, rule["record"]
         assert level == "_".join(label for label in re.split(r",\s*", by.group(1)) if label != "le"), rule["record"]
-        assert metric.startswith(("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_"))
+        assert metric.startswith(OUR_PREFIXES)
         assert not metric.endswith("_total")
-        assert operations.endswith("5m")
+        # The window it looks at, or the plain sum of a gauge.
+        windows = re.findall(r"\[(\w+)\]", rule["expr"])
+        assert operations.endswith(tuple(windows)) if windows else operations == "sum", rule["record"]
 
 
 def test_rules_read_only_our_series_and_up() -> None:
@@ -139,7 +142,7 @@ def test_alerts_have_a_severity_and_text() -> None:
     alerts = [rule for rule in rules() if "alert" in rule]
     assert [a["alert"] for a in alerts] == [
         "RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented", "RucioJupyterLabSlowRequests",
-        "RucioJupyterLabRucioCallsFailing",
+        "RucioJupyterLabRucioCallsFailing", "RucioJupyterLabTransfersFailing",
     ]
     for alert in alerts:
         assert alert["labels"]["severity"] == "warning"

@@ -66,6 +66,18 @@ def test_every_option_is_in_the_table_with_its_default():
         assert eval(rows[name]) == trait.default(), name  # the README shows the Python literal
 
 
+def test_every_transfer_metric_in_the_table_exists_with_its_labels():
+    from rucio_metrics.transfers import TransferMetrics
+
+    registry = CollectorRegistry()
+    TransferMetrics.on(registry)
+    families = {m.name: m.type for m in registry.collect()}
+    rows = re.findall(r"^\| `(rucio_jupyterlab_transfers?_\w+)` \| (\w+)", README, re.M)
+    assert sorted(name.removesuffix("_total") for name, _ in rows) == sorted(families)
+    for name, kind in rows:
+        assert families[name.removesuffix("_total")] == kind, name
+
+
 def test_every_metric_in_the_table_exists_with_that_type():
     metrics = Metrics.on(CollectorRegistry())
     families = {m.name: m.type for m in metrics.registry.collect()}
@@ -79,8 +91,9 @@ def test_every_metric_in_the_table_exists_with_that_type():
 def test_every_known_upstream_issue_names_tests_that_show_its_series():
     section = METRICS_PAGE.split("## Known issues of rucio-jupyterlab 41 the metrics show\n", 1)[1].split("\n## ", 1)[0]
     rows = [row for row in re.findall(r"^\| (.+) \|$", section, re.M) if "test_" in row]
-    assert len(rows) == 8
-    sources = "".join((REPO / "tests" / name).read_text() for name in ("test_rucio_routes.py", "test_rucio_faults.py"))
+    assert len(rows) == 11
+    sources = "".join((REPO / "tests" / name).read_text()
+                      for name in ("test_rucio_routes.py", "test_rucio_faults.py", "test_transfers.py"))
     for row in rows:
         tests = re.findall(r"`(test_\w+)`", row.rsplit(" | ", 1)[1])
         assert tests, row
