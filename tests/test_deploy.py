@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from .deploy_files import (
-    OUR_PREFIXES,
     DASHBOARD,
     HTTP_FAMILIES,
+    OUR_PREFIXES,
     PROMETHEUS_DIR,
     RULE_FILES,
     RULE_TESTS,
