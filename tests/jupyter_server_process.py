@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from requests import certs
 
 from .child_process import ChildProcess, free_port
 
@@ -29,8 +30,10 @@ TOKEN = "rucio-metrics-test-token"
 METRICS_TOKEN = "rucio-metrics-test-metrics-only-token"
 
 
-def unreachable_rucio_instance(name: str = "atlas") -> dict[str, Any]:
+def unreachable_rucio_instance(name: str = "atlas", mode: str = "replica") -> dict[str, Any]:
     """A Rucio instance config whose server does not exist (nothing listens on port 9)."""
+    if mode == "download":  # rucio-jupyterlab's schema wants a CA bundle there; plain HTTP never uses it
+        return {**unreachable_rucio_instance(name), "mode": "download", "rucio_ca_cert": certs.where()}
     return {
         "name": name,
         "display_name": name.upper(),
@@ -152,6 +155,17 @@ class JupyterServerProcess(ChildProcess):
             for s in family.samples
             if s.name.startswith(prefix)
         }
+
+
+def wait_for_transfers_to_end(server: JupyterServerProcess, count: int, seconds: float = 90) -> None:
+    """Until ``count`` transfers ended on ``server`` in all and none is in progress (its own metrics say)."""
+    def ended() -> bool:
+        samples = server.samples("rucio_jupyterlab_transfers_")
+        done = sum(v for (name, _), v in samples.items() if name == "rucio_jupyterlab_transfers_ended_total")
+        running = sum(v for (name, _), v in samples.items() if name == "rucio_jupyterlab_transfers_in_progress")
+        return done >= count and running == 0
+
+    server.wait_until(ended, seconds, f"{count} transfers did not end")
 
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:

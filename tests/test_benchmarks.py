@@ -14,7 +14,7 @@ from .jupyter_server_process import REPO, TOKEN
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 
-from benchmarks import fleet, hot_path, run, scrape
+from benchmarks import fleet, hot_path, run, scrape, transfers
 
 ROUTE = {"handler": "/rucio-jupyterlab/instances", "method": "GET"}
 
@@ -49,12 +49,20 @@ def test_scrape_renders_every_route_verb_and_status():
     assert summary.ms_per_render > 0
 
 
+def test_transfers_measures_renders_without_file_io_and_reads_off_the_loop():
+    cost = transfers.measure(renders=5, files=50, reads=3, seconds=0.3)
+    assert cost.opens_during_renders == 0
+    assert cost.series > 100 and cost.ms_per_render > 0 and cost.ms_per_result > 0
+    assert cost.results_read > 0 and cost.lag_idle_ms[1] >= cost.lag_idle_ms[0] >= 0
+
+
 def test_the_quick_report_prints_tables_and_targets(capsys):
     assert run.main(["--quick", "--in-process-only"]) == 0
     report = capsys.readouterr().out
     assert "| rucio_metrics (summary) |" in report
     assert "| rucio_metrics families only, histogram |" in report
     assert "added CPU per request in-process ≤ 3 µs" in report
+    assert "### Transfers" in report and "a scrape never blocks on disk or database I/O" in report
     assert "Machine: " in report
 
 

@@ -34,7 +34,13 @@ from .deploy_files import (
     promtool,
     rule_expressions,
 )
-from .jupyter_server_process import METRICS_TOKEN, TOKEN, JupyterServerProcess, unreachable_rucio_instance
+from .jupyter_server_process import (
+    METRICS_TOKEN,
+    TOKEN,
+    JupyterServerProcess,
+    unreachable_rucio_instance,
+    wait_for_transfers_to_end,
+)
 from .prometheus_process import PrometheusProcess
 
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
@@ -44,6 +50,9 @@ DETAILS = "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope"
 SETUP = [
     ("alice", "PUT", "rucio-jupyterlab/instances", 200, 1, {"json": {"instance": "atlas", "auth": "userpass"}}),
     ("alice", "PUT", "rucio-jupyterlab/auth", 401, 1, {"json": CREDENTIALS}),  # stored; the Rucio login fails
+    ("alice", "PUT", "rucio-jupyterlab/auth", 401, 1, {"json": {**CREDENTIALS, "namespace": "cms"}}),
+    # A download (cms is in download mode): its child cannot reach Rucio, so the transfer fails.
+    ("alice", "POST", "rucio-jupyterlab/did/make-available?namespace=cms", 200, 1, {"json": {"did": "user.alice:f"}}),
 ]
 ROUND = [
     ("alice", "GET", "rucio-jupyterlab/instances", 200, 3, {}),
@@ -112,8 +121,10 @@ def start_all(servers: list[JupyterServerProcess]) -> None:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     servers = {
-        "alice": JupyterServerProcess(base_url="/user/alice/", rucio_instances=[unreachable_rucio_instance()],
-                                      metrics_listener=True),
+        "alice": JupyterServerProcess(
+            base_url="/user/alice/", metrics_listener=True,
+            rucio_instances=[unreachable_rucio_instance(), unreachable_rucio_instance("cms", mode="download")],
+        ),
         "bob": JupyterServerProcess(
             base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}},
             metrics_listener=True,
@@ -131,6 +142,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             fleet = Fleet(servers, prometheus)
             prometheus.wait_for_targets(len(servers))
             fleet.send(SETUP)
+            wait_for_transfers_to_end(servers["alice"], 1)
             for _ in range(ROUNDS):
                 fleet.send(ROUND)
                 fleet.after_traffic = time.time()
@@ -188,13 +200,26 @@ def test_outbound_series_name_the_rucio_instance_rucio_instance(fleet: Fleet) ->
         "instance", "rucio_instance", "operation", "outcome",
     )
     # PUT auth stores the credentials and logs in to Rucio, which is unreachable here.
-    assert calls == {("alice", "atlas", "authenticate", "connection_error"): 1.0}
+    assert calls == {("alice", "atlas", "authenticate", "connection_error"): 1.0,
+                     ("alice", "cms", "authenticate", "connection_error"): 1.0}
     durations = fleet.values(
         "count by (instance, rucio_instance) (rucio_jupyterlab_rucio_request_duration_seconds_count)",
         "instance", "rucio_instance",
     )
-    assert durations == {("alice", "atlas"): 11.0}  # every operation, from start-up
+    assert durations == {("alice", "atlas"): 11.0, ("alice", "cms"): 11.0}  # every operation, from start-up
     assert fleet.prometheus.query('{exported_instance!=""}') == []
+
+
+def test_transfer_series_carry_the_rucio_instance_themselves(fleet: Fleet) -> None:
+    # The download alice started failed: its child could not reach Rucio.
+    ended = fleet.values("rucio_jupyterlab_transfers_ended_total > 0", "instance", "rucio_instance", "direction",
+                         "outcome")
+    assert ended == {("alice", "cms", "download", "failed"): 1.0}
+    assert fleet.values("sum(rucio_jupyterlab_transfers_in_progress)") == {(): 0.0}
+    # NaN (0/0) where nothing ended; ">= 0" leaves those out.
+    ratio = fleet.values("job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h >= 0",
+                         "rucio_instance", "direction")
+    assert ratio == {("cms", "download"): 1.0}
 
 
 def test_instrumented_routes_per_server(fleet: Fleet) -> None:

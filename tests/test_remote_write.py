@@ -31,7 +31,7 @@ from .deploy_files import (
     recorded_names,
     rules,
 )
-from .jupyter_server_process import TOKEN, JupyterServerProcess
+from .jupyter_server_process import TOKEN, JupyterServerProcess, wait_for_transfers_to_end
 from .prometheus_process import PrometheusProcess, PromQLAPI
 from .rucio_standin import RucioStandIn, userpass_credentials
 from .test_prometheus import start_all
@@ -111,7 +111,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
     with RucioStandIn() as rucio:
         servers = {
             # A histogram, so the p95 panel has data too.
-            "alice": JupyterServerProcess(base_url="/user/alice/", rucio_instances=[rucio.instance_config("atlas")],
+            "alice": JupyterServerProcess(base_url="/user/alice/",
+                                          rucio_instances=[rucio.instance_config("atlas"),
+                                                           rucio.instance_config("cms", mode="download")],
                                           extra_config={"RucioMetrics": {"latency_metric": "histogram"}}),
             # A server whose Rucio extension is not loaded: a routes-not-instrumented alert and panel.
             "bob": JupyterServerProcess(base_url="/user/bob/", extensions={"rucio_jupyterlab.server": False}),
@@ -135,7 +137,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
                         prometheus.wait_for_rule_evaluation_after(time.time())
                     found = Stores(prometheus, victoria)
                     found.at = time.time() - 0.5
-                    wait_for_samples_after(victoria, found.at)
+                    wait_for_samples_after(victoria, prometheus, found.at)
                     yield found
         finally:
             for server in servers.values():
@@ -149,6 +151,13 @@ def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: Prometh
 
     call("PUT", "rucio-jupyterlab/instances", 200, json={"instance": "atlas", "auth": "userpass"})
     call("PUT", "rucio-jupyterlab/auth", 200, json=userpass_credentials("atlas"))
+    call("PUT", "rucio-jupyterlab/auth", 200, json=userpass_credentials("cms"))
+    for ended in (1, 2):
+        # A download the stand-in cannot serve: a failed transfer, with its reason and duration; two, a
+        # scrape apart, as a series that appears at 1 gives rate() nothing until it changes.
+        call("POST", "rucio-jupyterlab/did/make-available?namespace=cms", 200, json={"did": "user.alice:f"})
+        wait_for_transfers_to_end(server, ended)
+        prometheus.wait_for_scrapes_after(time.time())
     for _ in range(2):
         for _ in range(3):
             call("GET", "rucio-jupyterlab/list-scopes?namespace=atlas", 200)
@@ -161,16 +170,29 @@ def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: Prometh
         prometheus.wait_for_scrapes_after(time.time())
 
 
-def wait_for_samples_after(victoria: VictoriaMetricsProcess, at: float, seconds: float = 30) -> None:
-    """Until VictoriaMetrics has, of every series name it holds, a sample later than ``at``."""
+def wait_for_samples_after(victoria: VictoriaMetricsProcess, prometheus: PrometheusProcess, at: float,
+                           seconds: float = 30) -> None:
+    """Until VictoriaMetrics has every series Prometheus ships at ``at``, each with a sample later than ``at``.
+
+    Per series, not per name: a name already there can still miss a series that appeared since.
+    """
+    wanted: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    for r in prometheus.query(f'{{__name__=~"{keep_regex()}"}}', at):
+        if math.isnan(float(r["value"][1])):
+            continue  # VictoriaMetrics drops NaN samples
+        labels = dict(r["metric"])
+        wanted.setdefault(labels.pop("__name__"), set()).add(tuple(sorted(labels.items())))
     deadline = time.monotonic() + seconds
     while True:
-        names = {r["metric"]["__name__"] for r in victoria.query('count by (__name__) ({__name__=~".+"})')}
-        latest = {name: max(victoria.values(f"timestamp({name})").values(), default=0.0) for name in names}
-        if names and all(t > at for t in latest.values()):
+        late = []
+        for name, label_sets in wanted.items():
+            latest = {tuple(sorted(r["metric"].items())): float(r["value"][1])
+                      for r in victoria.query(f"timestamp({name})")}
+            late += [(name, labels) for labels in label_sets if latest.get(labels, 0.0) <= at]
+        if wanted and not late:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"VictoriaMetrics has no sample after {at} of: {latest}")
+            raise AssertionError(f"VictoriaMetrics has no sample after {at} of: {late[:5]}")
         time.sleep(0.5)
 
 
