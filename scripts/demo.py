@@ -2,11 +2,13 @@
 loopback, its Rucio instances served by a real Rucio server (tests/rucio_server.py:
 PyPI's rucio with an SQLite database, seeded with a few datasets), real requests
 to the Rucio routes, then the
-rucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from the server's
-own /metrics endpoint, and inbound against outbound latency per route. When the
+rucio_jupyterlab_http_*, rucio_jupyterlab_rucio_* and
+rucio_jupyterlab_transfer* series (after a real download and a real upload)
+from the server's own /metrics endpoint, and inbound against outbound latency per route. When the
 `prometheus` binary is present (scripts/bootstrap installs it), a real
 Prometheus runs the shipped deploy/prometheus/jupyter-server.yml against the
-server with its token, and PromQL results follow the raw series."""
+server's metrics listener with its metrics-only token, and PromQL results follow
+the raw series."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.deploy_files import deploy_config
-from tests.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess
+from tests.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess, wait_for_transfers_to_end
 from tests.prometheus_process import PrometheusProcess
 from tests.rucio_server import RucioServer
 
@@ -32,7 +34,12 @@ from tests.rucio_server import RucioServer
 QUERIES = [
     "sum by (handler, status_code) (rucio_jupyterlab_http_requests_total)",
     "sum by (rucio_instance, operation, outcome) (rucio_jupyterlab_rucio_requests_total)",
+    "sum by (rucio_instance, direction, outcome) (rucio_jupyterlab_transfers_ended_total)",
 ]
+# The transfers the demo starts: a download of this DID (instance cms is in download mode) and an upload.
+DOWNLOAD_DID = "user.alice:demo-download.root"
+DOWNLOAD_BYTES = 50_000
+UPLOAD_BYTES = 12_345
 
 # The Rucio-backed routes the demo calls, with the RucioAPI call each makes.
 SIDE_BY_SIDE = [
@@ -58,15 +65,18 @@ def main() -> None:
                     print(f"Prometheus at {prometheus.url} scraping it with deploy/prometheus/jupyter-server.yml")
                 print()
                 drive(server, rucio)
+                transfer(server, rucio)
                 sent = time.time()
                 metrics = server.metrics_text()
                 if prometheus is not None:
                     prometheus.wait_for_scrapes_after(sent)
                     results = {query: prometheus.query(query) for query in QUERIES}
-    print(f"\nrucio_jupyterlab_http_* and rucio_jupyterlab_rucio_* series from GET {server.base_url}metrics "
+    print(f"\nrucio_jupyterlab_http_*, rucio_jupyterlab_rucio_* and rucio_jupyterlab_transfer* series from GET "
+          f"{server.base_url}metrics "
           "(zero series left out):\n")
     for line in metrics.splitlines():
-        if line.startswith(("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_")) and "_created" not in line \
+        if line.startswith(("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer")) \
+                and "_created" not in line \
                 and not line.endswith(" 0.0"):
             print("  " + line)
     print("\nInbound (the route, as the browser waits for it) against outbound (the Rucio call it makes), "
@@ -117,6 +127,19 @@ def drive(server: JupyterServerProcess, rucio: RucioServer) -> None:
         show(server, method, path, **kwargs)
     show(server, "GET", "rucio-jupyterlab/list-rses?namespace=atlas&expression=SITE_*",
          note="(Rucio: 400, invalid RSE expression)")
+
+
+def transfer(server: JupyterServerProcess, rucio: RucioServer) -> None:
+    """A download of a real file from the Rucio server's storage, and an upload of one to it, both waited for."""
+    rucio.add_file("SITE_DISK", DOWNLOAD_DID, b"d" * DOWNLOAD_BYTES)
+    show(server, "POST", "rucio-jupyterlab/did/make-available?namespace=cms", json={"did": DOWNLOAD_DID},
+         note=f"(a download of {DOWNLOAD_BYTES:,} bytes)")
+    upload = server.root / "notebooks" / "demo-upload.txt"
+    upload.write_bytes(b"u" * UPLOAD_BYTES)
+    show(server, "POST", "rucio-jupyterlab/upload?namespace=cms",
+         json={"file_paths": [str(upload)], "rse": "SITE_DISK", "scope": "user.alice"},
+         note=f"(an upload of {UPLOAD_BYTES:,} bytes)")
+    wait_for_transfers_to_end(server, 2)
 
 
 def show(server: JupyterServerProcess, method: str, path: str, note: str = "", **kwargs: Any) -> None:

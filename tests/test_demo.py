@@ -26,7 +26,7 @@ def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> 
         [sys.executable, str(REPO / "scripts" / "demo.py")], capture_output=True, text=True, timeout=180, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    raw, inbound, outbound = done.stdout.split(SECTION)
+    raw, inbound, outbound, transfers = done.stdout.split(SECTION)
     assert "scraping it with deploy/prometheus/jupyter-server.yml" in raw
     # The Rucio server the set-up installs, as its GET /ping says.
     pinned = re.search(r'"rucio==([\d.]+)"', (REPO / "scripts" / "bootstrap-rucio-server").read_text())
@@ -48,3 +48,12 @@ def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> 
     promql_outbound = summed(r'\{operation="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', outbound)
     assert {("atlas", "get_rses", "4xx"), ("cms", "get_files", "2xx")} <= set(raw_outbound)
     assert {(i, o, r): n for (o, r, i), n in promql_outbound.items()} == dict(raw_outbound)
+
+
+    # The real download and upload: both succeeded, with their bytes, and Prometheus says the same.
+    assert 'rucio_jupyterlab_transfer_bytes_total{direction="download",rucio_instance="cms"} 50000.0' in raw
+    assert 'rucio_jupyterlab_transfer_bytes_total{direction="upload",rucio_instance="cms"} 12345.0' in raw
+    assert transfers.startswith("sum by (rucio_instance, direction, outcome) (rucio_jupyterlab_transfers_ended_total)")
+    ended = summed(r'\{direction="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', transfers)
+    assert {k: n for k, n in ended.items() if n} == {("download", "succeeded", "cms"): 1,
+                                                     ("upload", "succeeded", "cms"): 1}

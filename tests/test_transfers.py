@@ -136,6 +136,16 @@ def test_a_download_that_succeeds_counts_the_bytes_of_its_files(transfers: Trans
     assert open(status["path"], "rb").read() == content
 
 
+def test_promtool_finds_nothing_in_the_transfer_families_after_transfers(transfers: Transfers) -> None:
+    from .deploy_files import our_families_only, promtool
+
+    text = "".join(line + "\n" for line in our_families_only(transfers.server.metrics_text()).splitlines()
+                   if "transfer" in line)
+    assert "rucio_jupyterlab_transfers_ended_total{" in text
+    result = promtool("check", "metrics", stdin=text)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
 def test_a_download_whose_replica_is_missing_on_disk_fails(transfers: Transfers) -> None:
     did = f"user.alice:missing-{transfers.method}.root"
     transfers.rucio.add_file("SITE_DISK", did, b"m" * 1000).unlink()
