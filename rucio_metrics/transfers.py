@@ -23,6 +23,7 @@ process are counted, so a restart never counts old results again.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import inspect
 import logging
 import multiprocessing
@@ -267,7 +268,7 @@ def watch_transfers(metrics: TransferMetrics, server_log: logging.Logger) -> lis
         module = sys.modules.get(name)
         if module is None:
             try:
-                module = __import__(name, fromlist=["_"])
+                module = importlib.import_module(name)
             except Exception as e:
                 server_log.warning("rucio_metrics: transfers started in %s are not measured: %s: %s",
                                    name, type(e).__name__, e)
