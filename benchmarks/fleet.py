@@ -1,7 +1,7 @@
 """Fleet scale: what rucio_metrics costs one Prometheus scraping N single-user servers.
 
-    .venv/bin/python -m benchmarks.fleet [--quick] [--servers 100,250,500,1000] [--window 300]
-        [--no-remote-write]
+    .venv/bin/python -m benchmarks.fleet [--quick] [--servers 250,1000] [--window 300]
+        [--variants rules,churn,jupyter] [--no-remote-write]
 
 (``benchmarks/run fleet`` does the same after the set-up.) Progress goes to
 stderr, the markdown report to stdout.
@@ -21,9 +21,13 @@ stderr, the markdown report to stdout.
    ingested per second, scrape duration p50/p99, each rule group's
    evaluation time; then the growth per 100 servers.
 
-Two family sets are served, one run each, so each one's cost stands alone:
-rucio_metrics' series, and jupyter_server's own ``http_request_duration_seconds``
-for the Rucio handler classes of the same traffic. A last run at the smallest
+The runs, each in its own Prometheus, one after the other for each N, so they
+are measured side by side: rucio_metrics' series with the shipped rules and with
+the rules before they read each raw family once (``tests/data/rules-before``),
+each without and with churn (a share of the servers replaced by new ones, each
+a new ``instance``, every churn period: a hub culling and spawning); and
+jupyter_server's own ``http_request_duration_seconds`` for the Rucio handler
+classes of the same traffic (``--variants jupyter``). A last run at the smallest
 N adds the shipped remote-write config and a real VictoriaMetrics: the series
 Prometheus keeps against the series it ships.
 """
@@ -64,7 +68,9 @@ JUPYTER_HISTOGRAM = "http_request_duration_seconds"
 # jupyter_server labels its histogram by handler class: module.Class.
 RUCIO_HANDLER = re.compile(r'handler="rucio_jupyterlab\.')
 RUCIO_METRICS, JUPYTER_SERVER = "rucio_metrics", "jupyter_server histogram"
-VARIANTS = (RUCIO_METRICS, JUPYTER_SERVER)
+SHIPPED, BEFORE = "shipped", "before"
+# The rules as they were before each raw family was read by one rule only.
+RULES_BEFORE = Path(__file__).resolve().parent.parent / "tests" / "data" / "rules-before"
 # One full mix per simulated server and minute: counters step once a minute.
 MIX_PERIOD_S = 60.0
 JOB = "jupyterhub-singleuser"  # the shipped jupyterhub-fleet.yml's job
@@ -213,7 +219,7 @@ class _TargetHandler(tornado.web.RequestHandler):
 
     def get(self, number: str) -> None:
         index = int(number)
-        if index >= self.fleet.size:
+        if not self.fleet.serves(index):
             raise tornado.web.HTTPError(404)
         if self.request.headers.get("Authorization") != f"token {TOKEN}":
             raise tornado.web.HTTPError(403)
@@ -228,13 +234,33 @@ class SimulatedFleet:
         self.payload = payload
         self.size = size
         self.mix_period = mix_period
-        self.started = time.monotonic()
+        now = time.monotonic()
+        # Server number -> when it started; the first ones spread over one mix period.
+        self.started = {i: now - mix_period * i / size for i in range(size)}
+        # Replaced servers still answer, frozen, until Prometheus has read the new targets file.
+        self.retired: dict[int, float] = {}
+        self.retired_started: dict[int, float] = {}
+        self.replaced = 0
         self.port = 0
 
     def mixes(self, index: int) -> int:
-        """Mixes target ``index`` has run since the start; targets are spread over one period."""
-        phase = self.mix_period * index / self.size
-        return int((time.monotonic() - self.started + phase) // self.mix_period)
+        """Mixes server ``index`` has run since it started (until it was replaced)."""
+        end = self.retired.get(index, time.monotonic())
+        return int((end - self.started.get(index, self.retired_started.get(index, end))) // self.mix_period)
+
+    def serves(self, index: int) -> bool:
+        return index in self.started or index in self.retired
+
+    def churn(self, fraction: float) -> None:
+        """Replace the oldest ``fraction`` of the servers by new ones (new numbers, so new ``instance``s)."""
+        oldest = sorted(self.started, key=self.started.__getitem__)[:round(self.size * fraction)]
+        newest = max([*self.started, *self.retired]) + 1
+        now = time.monotonic()
+        for offset, index in enumerate(oldest):
+            self.retired_started[index] = self.started.pop(index)
+            self.retired[index] = now
+            self.started[newest + offset] = now
+        self.replaced += len(oldest)
 
     def targets(self) -> list[dict[str, Any]]:
         """File-SD targets the way ``python -m rucio_metrics.fleet`` writes them for a hub."""
@@ -242,7 +268,7 @@ class SimulatedFleet:
             {"targets": [f"127.0.0.1:{self.port}"],
              "labels": {"__metrics_path__": f"/user/server-{i}/metrics", "instance": f"server-{i}",
                         "user": f"server-{i}"}}
-            for i in range(self.size)
+            for i in sorted(self.started)
         ]
 
     def __enter__(self) -> SimulatedFleet:
@@ -265,15 +291,40 @@ class Settings:
     window_s: float
     interval_s: float
     mix_period_s: float = MIX_PERIOD_S
+    # A tenth of the servers replaced every minute: five times "a tenth every
+    # five minutes", so the 5-minute window sees the churn of 25 minutes.
+    churn_fraction: float = 0.1
+    churn_period_s: float = 60
 
 
-FULL = Settings((100, 250, 500, 1000), 300, 15)  # 5 minutes: the rules' [5m] ranges are full
-QUICK = Settings((2, 4), 3, 1, 4)
+FULL = Settings((250, 1000), 300, 15)  # 5 minutes: the rules' [5m] ranges are full
+QUICK = Settings((2, 4), 3, 1, 4, churn_fraction=0.5, churn_period_s=2)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one Prometheus of the benchmark runs: a family set, a rule set, churn or not."""
+
+    family_set: str = RUCIO_METRICS
+    rules: str = SHIPPED
+    churn: bool = False
+
+    def __str__(self) -> str:
+        if self.family_set != RUCIO_METRICS:
+            return self.family_set
+        return f"{self.rules} rules" + (", churn" if self.churn else "")
+
+
+RUNS = {
+    "rules": [Run(rules=BEFORE), Run(rules=SHIPPED)],
+    "churn": [Run(rules=BEFORE, churn=True), Run(rules=SHIPPED, churn=True)],
+    "jupyter": [Run(family_set=JUPYTER_SERVER, rules=SHIPPED)],
+}
 
 
 @dataclass
 class FleetResult:
-    variant: str
+    variant: Run
     servers: int
     head_series: int
     rss_mib: float
@@ -284,6 +335,11 @@ class FleetResult:
     rule_ms: dict[str, float]  # median evaluation time per rule group over the window
     scrapes: int  # scrapes per target in the window
     up: int  # targets up at every scrape of the window
+    replaced: int = 0  # servers replaced by churn during the window
+
+    @property
+    def all_rules_ms(self) -> float:
+        return sum(self.rule_ms.values())
 
 
 @dataclass
@@ -296,9 +352,13 @@ class RemoteWriteResult:
     shipped_names: list[str]
 
 
-def prometheus_config(name: str, token_file: Path, targets_file: Path, interval_s: float) -> dict[str, Any]:
-    """A shipped fleet config as a fleet would run it: the shipped rules, one interval for scrapes and rules."""
+def prometheus_config(name: str, token_file: Path, targets_file: Path, interval_s: float,
+                      rules: str = SHIPPED) -> dict[str, Any]:
+    """A shipped fleet config as a fleet would run it: its rules, one interval for scrapes and rules."""
     config = deploy_config(name, token_file, file_sd=targets_file)
+    if rules == BEFORE:
+        config["rule_files"] = [str(RULES_BEFORE / Path(f).name) for f in config["rule_files"]]
+        assert all(Path(f).is_file() for f in config["rule_files"]), config["rule_files"]
     interval = f"{interval_s:g}s"
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
     for job in config["scrape_configs"]:
@@ -331,9 +391,23 @@ def _count(prometheus: PromQLAPI, expr: str) -> int:
     return int(sum(prometheus.values(expr).values()))
 
 
+@dataclass
+class FleetUnderTest:
+    fleet: SimulatedFleet
+    targets_file: Path
+
+    def churn(self, fraction: float) -> None:
+        """Replace servers and tell Prometheus, as the hub's targets file would (written whole, then renamed)."""
+        self.fleet.churn(fraction)
+        written = self.targets_file.with_suffix(".new")
+        written.write_text(json.dumps(self.fleet.targets()))
+        written.replace(self.targets_file)
+
+
 @contextmanager
 def fleet_prometheus(payload: Payload, size: int, settings: Settings, config_name: str,
-                     change: Callable[[dict[str, Any]], None] | None = None) -> Iterator[PrometheusProcess]:
+                     change: Callable[[dict[str, Any]], None] | None = None,
+                     rules: str = SHIPPED) -> Iterator[tuple[PrometheusProcess, FleetUnderTest]]:
     """A simulated fleet of ``size`` and a Prometheus scraping it, once every target is up."""
     workdir = Path(tempfile.mkdtemp(prefix="rucio-metrics-fleet-"))
     try:
@@ -341,25 +415,29 @@ def fleet_prometheus(payload: Payload, size: int, settings: Settings, config_nam
             token_file, targets_file = workdir / "token", workdir / "targets.json"
             token_file.write_text(TOKEN)
             targets_file.write_text(json.dumps(fleet.targets()))
-            config = prometheus_config(config_name, token_file, targets_file, settings.interval_s)
+            config = prometheus_config(config_name, token_file, targets_file, settings.interval_s, rules)
             if change is not None:
                 change(config)
             with PrometheusProcess(config) as prometheus:
                 prometheus.wait_until(lambda: _count(prometheus, f'count(up{{job="{JOB}"}} == 1)') == size,
                                       3 * settings.interval_s + 60, f"not all {size} targets were up", every=1.0)
-                yield prometheus
+                yield prometheus, FleetUnderTest(fleet, targets_file)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def measure(payload: Payload, variant: str, size: int, settings: Settings) -> FleetResult:
-    with fleet_prometheus(payload, size, settings, "jupyterhub-fleet.yml") as prometheus:
+def measure(payload: Payload, variant: Run, size: int, settings: Settings) -> FleetResult:
+    with fleet_prometheus(payload, size, settings, "jupyterhub-fleet.yml", rules=variant.rules) as (prometheus, fleet):
         start = time.time()
         first = own_metrics(prometheus)
         first_at = time.time()
         rules: dict[str, list[float]] = {}
+        next_churn = start + settings.churn_period_s
         while time.time() - start < settings.window_s:
             time.sleep(min(settings.interval_s, max(0.0, settings.window_s - (time.time() - start))))
+            if variant.churn and time.time() >= next_churn:
+                fleet.churn(settings.churn_fraction)
+                next_churn += settings.churn_period_s
             for group, seconds in _rule_durations(own_metrics(prometheus)).items():
                 rules.setdefault(group, []).append(seconds)
         end = time.time()
@@ -373,7 +451,7 @@ def measure(payload: Payload, variant: str, size: int, settings: Settings) -> Fl
             float(value) for r in prometheus.query(f'scrape_duration_seconds{{job="{JOB}"}}[{window}]')
             for _, value in r["values"]
         ]
-        # Targets up at every scrape of the window.
+        # Targets up at every scrape of the window they were in (a replaced server is not down).
         up = _count(prometheus, f'count(min_over_time(up{{job="{JOB}"}}[{window}]) == 1)')
     return FleetResult(
         variant=variant,
@@ -387,6 +465,7 @@ def measure(payload: Payload, variant: str, size: int, settings: Settings) -> Fl
         rule_ms={group: statistics.median(values) * 1e3 for group, values in sorted(rules.items())},
         scrapes=round(len(durations) / size),
         up=up,
+        replaced=fleet.fleet.replaced,
     )
 
 
@@ -402,7 +481,7 @@ def measure_remote_write(payload: Payload, size: int, settings: Settings) -> Rem
     """The shipped remote-write config into a real VictoriaMetrics: series and samples kept against shipped."""
     with VictoriaMetricsProcess() as victoria:
         with fleet_prometheus(payload, size, settings, "jupyterhub-fleet-remote-write.yml",
-                              lambda config: point_remote_write_at(config, victoria)) as prometheus:
+                              lambda config: point_remote_write_at(config, victoria)) as (prometheus, _):
             first, first_at = own_metrics(prometheus), time.time()
             # Rules evaluated a few times, every series shipped at least once.
             time.sleep(4 * settings.interval_s + 5)
@@ -433,28 +512,53 @@ def slope_per_100(results: list[FleetResult], value: Callable[[FleetResult], flo
     return 100 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
 
 
-def fleet_table(results: list[FleetResult]) -> str:
+def fleet_table(results: list[FleetResult], interval_s: float) -> str:
     groups = sorted({g for r in results for g in r.rule_ms})
-    header = ["family set", "servers", "up", "head series", "RSS MiB", "CPU % of a core", "samples/s", "scrape p50 ms",
-              "scrape p99 ms", *[f"rules `{g}` ms" for g in groups]]
+    header = ["run", "servers", "up", "replaced", "head series", "RSS MiB", "CPU % of a core", "samples/s",
+              "scrape p99 ms", "all rule groups ms", "% of the interval", *[f"`{g}` ms" for g in groups]]
     rows = []
-    for variant in VARIANTS:
+    variants = list(dict.fromkeys(r.variant for r in results))
+    for variant in variants:
         own = [r for r in results if r.variant == variant]
         for r in own:
-            rows.append([variant, f"{r.servers:,}", f"{r.up:,}", f"{r.head_series:,}", f"{r.rss_mib:,.0f}",
-                         f"{r.cpu_percent:.0f}", f"{r.samples_per_s:,.0f}", f"{r.scrape_p50_ms:.1f}",
-                         f"{r.scrape_p99_ms:.1f}",
-                         *[f"{r.rule_ms.get(g, math.nan):.1f}" for g in groups]])
+            rows.append([str(variant), f"{r.servers:,}", f"{r.up:,}", f"{r.replaced:,}", f"{r.head_series:,}",
+                         f"{r.rss_mib:,.0f}", f"{r.cpu_percent:.0f}", f"{r.samples_per_s:,.0f}",
+                         f"{r.scrape_p99_ms:.1f}", f"{r.all_rules_ms:.1f}",
+                         f"{r.all_rules_ms / 10 / interval_s:.1f}",
+                         *[f"{r.rule_ms[g]:.1f}" if g in r.rule_ms else "–" for g in groups]])
         if len(own) > 1:
-            rows.append([f"{variant}: growth per 100 servers", "", "",
+            rows.append([f"{variant}: growth per 100 servers", "", "", "",
                          f"{slope_per_100(own, lambda r: r.head_series):+,.0f}",
                          f"{slope_per_100(own, lambda r: r.rss_mib):+,.0f}",
                          f"{slope_per_100(own, lambda r: r.cpu_percent):+.1f}",
                          f"{slope_per_100(own, lambda r: r.samples_per_s):+,.0f}",
-                         f"{slope_per_100(own, lambda r: r.scrape_p50_ms):+.2f}",
                          f"{slope_per_100(own, lambda r: r.scrape_p99_ms):+.2f}",
-                         *[f"{slope_per_100(own, lambda r, g=g: r.rule_ms.get(g, math.nan)):+.2f}" for g in groups]])
+                         f"{slope_per_100(own, lambda r: r.all_rules_ms):+.2f}", "",
+                         *[f"{slope_per_100(own, lambda r, g=g: r.rule_ms[g]):+.2f}" if g in own[0].rule_ms else "–"
+                           for g in groups]])
     return table(header, rows)
+
+
+def rules_verdict(results: list[FleetResult], interval_s: float) -> str:
+    """The targets: all groups at most 10% of the interval at the largest N, growth at most a quarter of before."""
+    def of(rules: str, churn: bool) -> list[FleetResult]:
+        return [r for r in results if r.variant == Run(rules=rules, churn=churn)]
+
+    lines = []
+    for churn in (False, True):
+        before, shipped = of(BEFORE, churn), of(SHIPPED, churn)
+        if not before or not shipped:
+            continue
+        largest = max(shipped, key=lambda r: r.servers)
+        share = largest.all_rules_ms / 1e3 / interval_s
+        growth = slope_per_100(shipped, lambda r: r.all_rules_ms) / slope_per_100(before, lambda r: r.all_rules_ms)
+        lines.append(
+            f"- {'With' if churn else 'Without'} churn: at {largest.servers:,} servers the shipped rules take "
+            f"{largest.all_rules_ms:,.0f} ms of every {interval_s:g} s ({share:.1%}; target at most 10%: "
+            f"{'holds' if share <= 0.10 else '**missed**'}); their growth per 100 servers is {growth:.0%} of the "
+            f"rules' before (target at most 25%: {'holds' if growth <= 0.25 else '**missed**'})."
+        )
+    return "\n".join(lines)
 
 
 def budget_table(exposition: str) -> str:
@@ -485,10 +589,12 @@ def report(exposition: str, results: list[FleetResult], remote: RemoteWriteResul
         + f"\n\nTarget: at most 150 series per server without `_created`: {series(ours, created=False)} "
         + ("(holds)." if series(ours, created=False) <= 150 else "(**missed**)."),
         f"### One Prometheus, N servers\n\nOne process serves N targets; a real Prometheus scrapes them with the "
-        f"shipped `jupyterhub-fleet.yml` and rules every {settings.interval_s:g} s (rules too), for "
-        f"{settings.window_s:g} s once every target is up. Each family set in its own runs. Samples/s include "
-        f"Prometheus' 5 synthetic series per target and the rules' output; rule times are medians over the "
-        f"window.\n\n" + fleet_table(results),
+        f"shipped `jupyterhub-fleet.yml` every {settings.interval_s:g} s (rules too), for "
+        f"{settings.window_s:g} s once every target is up; each run in its own Prometheus, one after the other "
+        f"for each N. Churn: {settings.churn_fraction:.0%} of the servers replaced by new ones every "
+        f"{settings.churn_period_s:g} s. Samples/s include Prometheus' 5 synthetic series per target and the "
+        f"rules' output; rule times are medians over the window.\n\n" + fleet_table(results, settings.interval_s)
+        + "\n\n" + rules_verdict(results, settings.interval_s),
     ]
     if remote is not None:
         reduction = 1 - remote.shipped_series / remote.prometheus_series
@@ -506,7 +612,9 @@ def report(exposition: str, results: list[FleetResult], remote: RemoteWriteResul
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few servers, 1 s intervals (a smoke run)")
-    parser.add_argument("--servers", help="comma-separated fleet sizes (default 100,250,500,1000; 2,4 with --quick)")
+    parser.add_argument("--servers", help="comma-separated fleet sizes (default 250,1000; 2,4 with --quick)")
+    parser.add_argument("--variants", default="rules,churn",
+                        help=f"comma-separated runs for each size, of {', '.join(RUNS)} (default rules,churn)")
     parser.add_argument("--window", type=float, help="seconds measured per run once every target is up")
     parser.add_argument("--no-remote-write", action="store_true", help="skip the remote-write run")
     args = parser.parse_args(argv)
@@ -518,12 +626,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     progress("fleet: capturing /metrics of a real server after the full route mix")
     exposition = capture()
+    runs = [run for name in args.variants.split(",") for run in RUNS[name]]
+    payloads = {family_set: Payload(select(exposition, family_set)) for family_set in {r.family_set for r in runs}}
     results = []
-    for variant in VARIANTS:
-        payload = Payload(select(exposition, variant))
-        for size in settings.servers:
-            progress(f"fleet: {variant}, {size} servers, {settings.window_s:g} s")
-            results.append(measure(payload, variant, size, settings))
+    for size in settings.servers:
+        for run in runs:
+            progress(f"fleet: {run}, {size} servers, {settings.window_s:g} s")
+            results.append(measure(payloads[run.family_set], run, size, settings))
             progress(f"fleet: {results[-1]}")
     remote = None
     if not args.no_remote_write:

@@ -53,7 +53,7 @@ def test_the_deploy_folder_has_what_the_readme_lists() -> None:
         "jupyter-server.yml", "jupyterhub-fleet-remote-write.yml", "jupyterhub-fleet.yml", "zero-to-jupyterhub.yml",
     ]
     assert config_ids(RULE_FILES) == ["rucio-jupyterlab-alerts.yml", "rucio-jupyterlab-recording.yml"]
-    assert config_ids(RULE_TESTS) == ["rucio-jupyterlab-rules-test.yml"]
+    assert config_ids(RULE_TESTS) == ["rucio-jupyterlab-rules-test.yml", "rucio-jupyterlab-slo-test.yml"]
 
 
 @pytest.mark.parametrize("config", SCRAPE_CONFIGS, ids=config_ids(SCRAPE_CONFIGS))
@@ -117,20 +117,47 @@ def test_the_rule_tests_cover_every_rule() -> None:
     assert untested == []
 
 
+def _window(operations: str) -> str:
+    """The window a recorded series' operations end with ("5m" of "ratio_rate5m"), "" for a plain sum."""
+    found = re.search(r"(\d+[smhdwy])$", operations)
+    return found.group(1) if found else ""
+
+
 def test_recording_rule_names_say_what_they_aggregate() -> None:
-    # Prometheus' convention level:metric:operations, the level being the "by" labels.
-    for rule in rules():
-        if "record" not in rule:
+    # Prometheus' convention level:metric:operations, the level being the labels
+    # the result keeps: the "by" labels of its sum, or, for a rule that only
+    # combines recorded series, theirs.
+    recorded = {rule["record"]: rule["expr"] for rule in rules() if "record" in rule}
+    for name, expr in recorded.items():
+        level, metric, operations = name.split(":")
+        if re.fullmatch(r"vector\([\d.]+\)", expr.strip()):
+            # A constant of the objectives: no labels to keep.
+            assert (level, operations in ("objective", "min_rate")) == ("slo", True), name
             continue
-        level, metric, operations = rule["record"].split(":")
-        by = re.search(r"sum by \(([^)]*)\)", rule["expr"])
-        assert by, rule["record"]
-        assert level == "_".join(label for label in re.split(r",\s*", by.group(1)) if label != "le"), rule["record"]
-        assert metric.startswith(OUR_PREFIXES)
-        assert not metric.endswith("_total")
-        # The window it looks at, or the plain sum of a gauge.
-        windows = re.findall(r"\[(\w+)\]", rule["expr"])
-        assert operations.endswith(tuple(windows)) if windows else operations == "sum", rule["record"]
+        assert metric.startswith(OUR_PREFIXES), name
+        assert not metric.endswith("_total"), name
+        inputs = [read for read in metric_names(expr) if read in recorded and not read.startswith("slo:")]
+        by = re.search(r"sum by \(([^)]*)\)", expr)
+        if by:
+            assert level == "_".join(label for label in re.split(r",\s*", by.group(1)) if label != "le"), name
+        else:
+            assert inputs and {read.split(":")[0] for read in inputs} == {level}, name
+        # The window it looks at (its own range, or that of the recorded series
+        # it combines), or the plain sum of a gauge.
+        windows = re.findall(r"\[(\w+)\]", expr) or [w for read in inputs if (w := _window(read.split(":")[2]))]
+        assert operations.endswith(tuple(windows)) if windows else operations == "sum", name
+
+
+def test_each_raw_family_is_read_by_one_rule() -> None:
+    # What the rules cost grows with the servers' raw series: each is read once
+    # per evaluation, and everything else reads recorded series.
+    readers: dict[str, list[str]] = {}
+    for name, expr in rule_expressions():
+        for read in metric_names(expr) - recorded_names():
+            readers.setdefault(read, []).append(name)
+    assert {read: len(names) for read, names in readers.items() if len(names) > 1} == {}, readers
+    assert "rucio_jupyterlab_http_request_duration_seconds_count" not in readers
+    assert "rucio_jupyterlab_rucio_request_duration_seconds_count" not in readers
 
 
 def test_rules_read_only_our_series_and_up() -> None:
@@ -143,11 +170,31 @@ def test_alerts_have_a_severity_and_text() -> None:
     assert [a["alert"] for a in alerts] == [
         "RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented", "RucioJupyterLabSlowRequests",
         "RucioJupyterLabRucioCallsFailing", "RucioJupyterLabTransfersFailing",
+        "RucioJupyterLabRoutesErrorBudgetBurn", "RucioJupyterLabRoutesErrorBudgetSlowBurn",
+        "RucioJupyterLabRucioCallsErrorBudgetBurn", "RucioJupyterLabRucioCallsErrorBudgetSlowBurn",
     ]
     for alert in alerts:
-        assert alert["labels"]["severity"] == "warning"
+        # The fast burns page (critical); everything else is a ticket for the hub's operators.
+        fast_burn = alert["alert"].endswith("ErrorBudgetBurn")
+        assert alert["labels"]["severity"] == ("critical" if fast_burn else "warning")
         assert alert["for"]
         assert set(alert["annotations"]) == {"summary", "description"}
+
+
+def test_burn_rate_alerts_use_the_workbook_pairs_and_the_one_objective() -> None:
+    recording = (PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-recording.yml").read_text()
+    # Each objective is a number in one place; the burn rates divide by it.
+    assert len(re.findall(r"vector\(0\.99\d*\)", recording)) == 2
+    for alert in (rule for rule in rules() if "ErrorBudget" in rule.get("alert", "")):
+        pairs = re.findall(r":burnrate(\w+) > ([\d.]+)\s+and \S+:burnrate(\w+) > ([\d.]+)", alert["expr"])
+        found = {(long, short, float(threshold)) for long, threshold, short, again in pairs if threshold == again}
+        fast = {("1h", "5m", 14.4), ("6h", "30m", 6.0)}
+        slow = {("1d", "2h", 3.0), ("3d", "6h", 1.0)}
+        assert found == (slow if "SlowBurn" in alert["alert"] else fast), alert["alert"]
+        # Every pair is held to the floor over its long window.
+        floors = re.findall(r"rate5m\[(\w+)\]\)\s+>= on \(\) group_left \(\) slo:rucio_jupyterlab_requests:min_rate",
+                            alert["expr"])
+        assert sorted(floors) == sorted(long for long, _, _ in found), alert["alert"]
 
 
 # A Kubernetes equality-based selector: key=value[,key!=value...]
