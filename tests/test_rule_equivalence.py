@@ -1,0 +1,232 @@
+"""The shipped recording rules give the answers the rules before them gave.
+
+The rules were rewritten so that each raw family is read once per evaluation
+(``tests/data/rules-before`` keeps the earlier ones, which the fleet benchmark
+also runs). Both sets are loaded into one ``promtool test rules`` run, the
+earlier set's names prefixed with ``before_``, over the same input series: the
+unit tests' inputs, and a generated fleet with every family, counter resets,
+series that appear late and precreated series that never move. At many
+instants, every series an earlier rule records has its twin, to 1e-9
+relative, and no twin exists without it.
+
+One difference is by design: a mean over nothing is ``NaN`` in the earlier
+rules (0/0 from a precreated ``_count``) and absent in the shipped ones, which
+divide by the request rate; a ``NaN`` before may be absent now.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .deploy_files import PROMETHEUS_DIR, RULE_TESTS, load_yaml, promtool
+
+BEFORE = Path(__file__).resolve().parent / "data" / "rules-before" / "rucio-jupyterlab-recording.yml"
+SHIPPED = PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-recording.yml"
+PREFIX = "before_"
+
+
+def before_names() -> list[str]:
+    return [rule["record"] for group in load_yaml(BEFORE)["groups"] for rule in group["rules"] if "record" in rule]
+
+
+def renamed_before(tmp: Path) -> Path:
+    """The earlier rules with their records renamed; they read only raw series, so nothing else changes."""
+    rules = load_yaml(BEFORE)
+    for group in rules["groups"]:
+        group["name"] = PREFIX + group["name"]
+        for rule in group["rules"]:
+            rule["record"] = PREFIX + rule["record"]
+    path = tmp / "before.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def differences(name: str) -> str:
+    """What only one side records, or records differently; empty when the two agree."""
+    new, old = name, PREFIX + name
+    return (
+        f"({new} unless {old})"
+        f" or (({old} == {old}) unless {new})"  # a NaN before may be absent now
+        f" or (abs({new} - {old}) > 1e-9 * abs({old}))"
+        f" or (({new} != {new}) and ({old} == {old}))"
+    )
+
+
+# -- a generated fleet ----------------------------------------------------------------------------------
+
+HANDLERS = ["/rucio-jupyterlab/files", "/rucio-jupyterlab/did", "/rucio-jupyterlab/instances"]
+STATUSES = ["200", "400", "500", "503"]
+OPERATIONS = ["get_scopes", "search_did", "list_replicas"]
+OUTCOMES = ["2xx", "4xx", "5xx", "connection_error"]
+MINUTES = 150
+
+
+def _counter(rng: random.Random, start: int, reset: int | None, slope: float) -> str:
+    """A counter's values, one a minute: absent before ``start``, back to 0 at ``reset``."""
+    values, value = [], 0.0
+    for minute in range(MINUTES + 1):
+        if minute < start:
+            values.append("_")
+            continue
+        if minute == reset:
+            value = 0.0
+        values.append(f"{value:g}")
+        value += round(slope * rng.uniform(0.5, 1.5))
+    return " ".join(values)
+
+
+def generated_fleet() -> list[dict[str, str]]:
+    """Four servers of two hubs, each family with its own traffic; the duration counts equal the requests."""
+    rng = random.Random(20261201)
+    series: list[dict[str, str]] = []
+
+    def add(name: str, labels: dict[str, str], values: str) -> None:
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series.append({"series": f"{name}{{{text}}}", "values": values})
+
+    for number, (job, instance) in enumerate([("hub", "alice"), ("hub", "bob"), ("hub", "carol"), ("other", "dave")]):
+        start, reset = rng.choice([0, 0, 20]), rng.choice([None, 90])
+        base = {"job": job, "instance": instance}
+        for handler in HANDLERS:
+            counts: list[list[float]] = []
+            for status in STATUSES:
+                slope = rng.choice([0, 3, 30]) if status != "200" else rng.choice([60, 120])
+                values = _counter(rng, start, reset, slope)
+                add("rucio_jupyterlab_http_requests_total",
+                    {**base, "handler": handler, "method": "GET", "status_code": status}, values)
+                counts.append([float("nan") if v == "_" else float(v) for v in values.split()])
+            count = [sum(c[m] for c in counts) for m in range(MINUTES + 1)]
+            seconds = rng.uniform(0.01, 2)
+            labels = {**base, "handler": handler, "method": "GET"}
+            add("rucio_jupyterlab_http_request_duration_seconds_count", labels, _values(count))
+            add("rucio_jupyterlab_http_request_duration_seconds_sum", labels, _values([c * seconds for c in count]))
+            if number == 0:  # a server with the histogram: buckets for the p95
+                for le, share in (("0.1", 0.3), ("1", 0.9), ("+Inf", 1.0)):
+                    add("rucio_jupyterlab_http_request_duration_seconds_bucket", {**labels, "le": le},
+                        _values([c * share for c in count]))
+        add("rucio_jupyterlab_http_exceptions_total",
+            {**base, "handler": HANDLERS[0], "method": "GET", "exception": "ConnectionError"},
+            _counter(rng, start, reset, 2))
+        for rucio_instance in ("atlas", "cms"):
+            for operation in OPERATIONS:
+                labels = {**base, "rucio_instance": rucio_instance, "operation": operation}
+                if operation == "list_replicas":
+                    # Precreated and never called: a duration at zero and no requests series.
+                    add("rucio_jupyterlab_rucio_request_duration_seconds_count", labels, f"0x{MINUTES}")
+                    add("rucio_jupyterlab_rucio_request_duration_seconds_sum", labels, f"0x{MINUTES}")
+                    continue
+                counts = []
+                for outcome in OUTCOMES:
+                    values = _counter(rng, start, reset, rng.choice([0, 5, 40]) if outcome != "2xx" else 90)
+                    add("rucio_jupyterlab_rucio_requests_total", {**labels, "outcome": outcome}, values)
+                    counts.append([float("nan") if v == "_" else float(v) for v in values.split()])
+                count = [sum(c[m] for c in counts) for m in range(MINUTES + 1)]
+                add("rucio_jupyterlab_rucio_request_duration_seconds_count", labels, _values(count))
+                add("rucio_jupyterlab_rucio_request_duration_seconds_sum", labels,
+                    _values([c * rng.uniform(0.05, 1) for c in count]))
+            for direction in ("download", "upload"):
+                labels = {**base, "rucio_instance": rucio_instance, "direction": direction}
+                ended = {}
+                for outcome in ("succeeded", "failed", "killed"):
+                    ended[outcome] = _counter(rng, start, reset, rng.choice([0, 0.2, 1]))
+                    add("rucio_jupyterlab_transfers_ended_total", {**labels, "outcome": outcome}, ended[outcome])
+                    if ended[outcome].split()[-1] != "0":
+                        took = rng.uniform(5, 300)
+                        add("rucio_jupyterlab_transfer_duration_seconds_count", {**labels, "outcome": outcome},
+                            ended[outcome])
+                        add("rucio_jupyterlab_transfer_duration_seconds_sum", {**labels, "outcome": outcome},
+                            " ".join(v if v == "_" else f"{float(v) * took:g}" for v in ended[outcome].split()))
+                add("rucio_jupyterlab_transfer_failures_total", {**labels, "reason": "NoFilesDownloaded"},
+                    ended["failed"])
+                add("rucio_jupyterlab_transfer_bytes_total", labels, _counter(rng, start, reset, 5e6))
+                add("rucio_jupyterlab_transfers_in_progress", labels,
+                    " ".join(str(rng.randint(0, 3)) for _ in range(MINUTES + 1)))
+    return series
+
+
+def _values(numbers: list[float]) -> str:
+    return " ".join("_" if n != n else f"{n:g}" for n in numbers)
+
+
+# -- the comparison ---------------------------------------------------------------------------------------
+
+
+def comparison_case(name: str, inputs: list[dict[str, str]], eval_times: list[str],
+                    present: bool) -> dict[str, Any]:
+    """One promtool test: at each time, no differences; with ``present``, every earlier rule has an answer."""
+    tests = [{"expr": differences(record), "eval_time": at, "exp_samples": []}
+             for record in before_names() for at in eval_times]
+    if present:
+        tests += [{"expr": f"clamp_max(count({PREFIX}{record} == {PREFIX}{record}), 1)", "eval_time": eval_times[-1],
+                   "exp_samples": [{"labels": "{}", "value": 1}]} for record in before_names()]
+    return {"name": name, "interval": "1m", "input_series": inputs, "promql_expr_test": tests}
+
+
+def unit_test_cases() -> list[dict[str, Any]]:
+    """The unit tests' inputs, evaluated every 5 minutes of their span."""
+    cases = []
+    for test_file in RULE_TESTS:
+        for case in load_yaml(test_file)["tests"]:
+            last = max(_minutes(t["eval_time"]) for t in case.get("promql_expr_test", []) + case.get(
+                "alert_rule_test", []))
+            times = [f"{m}m" for m in range(5, last + 1, 5)] or [f"{last}m"]
+            cases.append(comparison_case(f"{test_file.name}: {case['name']}", case["input_series"], times, False))
+    return cases
+
+
+def _minutes(duration: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mhd])", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"m": 1, "h": 60, "d": 1440}[unit]
+
+
+def run_promtool(tmp_path: Path, cases: list[dict[str, Any]]) -> str:
+    test_file = tmp_path / "equivalence-test.yml"
+    test_file.write_text(yaml.safe_dump({
+        "rule_files": [str(SHIPPED), str(renamed_before(tmp_path))],
+        "evaluation_interval": "1m",
+        "tests": cases,
+    }, sort_keys=False))
+    result = promtool("test", "rules", str(test_file))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout
+
+
+def test_the_shipped_rules_answer_as_the_rules_before_on_the_unit_tests_inputs(tmp_path: Path) -> None:
+    assert "SUCCESS" in run_promtool(tmp_path, unit_test_cases())
+
+
+def test_the_shipped_rules_answer_as_the_rules_before_on_a_generated_fleet(tmp_path: Path) -> None:
+    times = [f"{m}m" for m in range(3, MINUTES + 1, 7)]
+    assert "SUCCESS" in run_promtool(tmp_path, [comparison_case("generated fleet", generated_fleet(), times, True)])
+
+
+@pytest.mark.parametrize("broken", ["the 5xx ratio", "the mean duration"])
+def test_the_comparison_finds_a_difference(tmp_path: Path, broken: str) -> None:
+    # The check can fail: a shipped rule changed a little is caught.
+    rules = load_yaml(SHIPPED)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if broken == "the 5xx ratio" and rule.get("record") == \
+                    "job_handler:rucio_jupyterlab_http_request_errors:ratio_rate5m":
+                rule["expr"] = rule["expr"].replace('"5.."', '"500"')  # 503s no longer count
+            if broken == "the mean duration" and rule.get("record") == \
+                    "job_handler:rucio_jupyterlab_http_request_duration_seconds:mean5m":
+                rule["expr"] += " * 1.000001"
+    changed = tmp_path / "changed.yml"
+    changed.write_text(yaml.safe_dump(rules, sort_keys=False))
+    test_file = tmp_path / "equivalence-test.yml"
+    times = [f"{m}m" for m in range(3, MINUTES + 1, 7)]
+    test_file.write_text(yaml.safe_dump({
+        "rule_files": [str(changed), str(renamed_before(tmp_path))],
+        "evaluation_interval": "1m",
+        "tests": [comparison_case("generated fleet", generated_fleet(), times, True)],
+    }, sort_keys=False))
+    result = promtool("test", "rules", str(test_file))
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
