@@ -525,7 +525,7 @@ def fleet_table(results: list[FleetResult], interval_s: float) -> str:
                          f"{r.rss_mib:,.0f}", f"{r.cpu_percent:.0f}", f"{r.samples_per_s:,.0f}",
                          f"{r.scrape_p99_ms:.1f}", f"{r.all_rules_ms:.1f}",
                          f"{r.all_rules_ms / 10 / interval_s:.1f}",
-                         *[f"{r.rule_ms[g]:.1f}" if g in r.rule_ms else "–" for g in groups]])
+                         *[f"{r.rule_ms[g]:.1f}" if g in r.rule_ms else "" for g in groups]])
         if len(own) > 1:
             rows.append([f"{variant}: growth per 100 servers", "", "", "",
                          f"{slope_per_100(own, lambda r: r.head_series):+,.0f}",
@@ -534,7 +534,7 @@ def fleet_table(results: list[FleetResult], interval_s: float) -> str:
                          f"{slope_per_100(own, lambda r: r.samples_per_s):+,.0f}",
                          f"{slope_per_100(own, lambda r: r.scrape_p99_ms):+.2f}",
                          f"{slope_per_100(own, lambda r: r.all_rules_ms):+.2f}", "",
-                         *[f"{slope_per_100(own, lambda r, g=g: r.rule_ms[g]):+.2f}" if g in own[0].rule_ms else "–"
+                         *[f"{slope_per_100(own, lambda r, g=g: r.rule_ms[g]):+.2f}" if g in own[0].rule_ms else ""
                            for g in groups]])
     return table(header, rows)
 
