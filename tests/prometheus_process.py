@@ -60,18 +60,21 @@ class PrometheusProcess(PromQLAPI, LoopbackService):
     name = "prometheus"
     stop_seconds = 15.0
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], agent: bool = False) -> None:
+        """``agent``: agent mode (scrape and remote-write only: no queries, no rules), as a scraping shard runs."""
         super().__init__("rucio-metrics-prometheus-", "prometheus.log")
         self.config = config
+        self.agent = agent
 
     def start(self) -> None:
         config_file = self.write_config("prometheus.yml", self.config)
+        storage = (["--enable-feature=agent", f"--storage.agent.path={self.root / 'data'}"] if self.agent else
+                   [f"--storage.tsdb.path={self.root / 'data'}", "--storage.tsdb.retention.time=1h"])
         command = [
             "prometheus",
             f"--config.file={config_file}",
-            f"--storage.tsdb.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=1h",
+            *storage,
         ]
         self.start_and_wait(
             command, dict(os.environ), lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200, 30
