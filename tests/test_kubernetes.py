@@ -175,12 +175,12 @@ def test_promtool_checks_and_tests_the_rules_taken_out_of_the_cr(objects: dict[s
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 49 rules found" in result.stdout
     # The shipped rule unit tests pass on them too.
-    [test_file] = RULE_TESTS
-    tests = load_yaml(test_file)
-    tests["rule_files"] = [str(rules)]
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(tests))
-    result = promtool("test", "rules", str(tmp_path / "test.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    for test_file in RULE_TESTS:
+        tests = load_yaml(test_file)
+        tests["rule_files"] = [str(rules)]
+        (tmp_path / test_file.name).write_text(yaml.safe_dump(tests))
+        result = promtool("test", "rules", str(tmp_path / test_file.name))
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_dashboard_configmap_holds_exactly_the_dashboard(objects: dict[str, Any]) -> None:
