@@ -318,6 +318,8 @@ class Run:
 RUNS = {
     "rules": [Run(rules=BEFORE), Run(rules=SHIPPED)],
     "churn": [Run(rules=BEFORE, churn=True), Run(rules=SHIPPED, churn=True)],
+    "shipped": [Run(rules=SHIPPED)],
+    "shipped-churn": [Run(rules=SHIPPED, churn=True)],
     "jupyter": [Run(family_set=JUPYTER_SERVER, rules=SHIPPED)],
 }
 

@@ -173,7 +173,7 @@ def test_promtool_checks_and_tests_the_rules_taken_out_of_the_cr(objects: dict[s
     rules.write_text(yaml.safe_dump({"groups": objects["PrometheusRule"]["spec"]["groups"]}))
     result = promtool("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 49 rules found" in result.stdout
+    assert "SUCCESS: 52 rules found" in result.stdout
     # The shipped rule unit tests pass on them too.
     for test_file in RULE_TESTS:
         tests = load_yaml(test_file)

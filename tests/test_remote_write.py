@@ -216,7 +216,9 @@ def test_the_alerts_have_something_to_say(stores: Stores) -> None:
     # The comparisons above are not all of empty answers.
     firing_now = {alert for alert, expr in alert_expressions() if _answer(stores.victoria, expr, stores.at)}
     assert firing_now == {"RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented",
-                          "RucioJupyterLabRucioCallsFailing"}
+                          "RucioJupyterLabRucioCallsFailing", "RucioJupyterLabRoutesErrorBudgetBurn",
+                          "RucioJupyterLabRoutesErrorBudgetSlowBurn", "RucioJupyterLabRucioCallsErrorBudgetBurn",
+                          "RucioJupyterLabRucioCallsErrorBudgetSlowBurn"}
 
 
 def test_dashboard_variables_list_the_same_on_both(stores: Stores) -> None:
