@@ -55,6 +55,7 @@ import tornado.httpserver
 import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
 
+from rucio_metrics.fleet import write_if_changed
 from tests.deploy_files import deploy_config, our_families_only
 from tests.jupyter_server_process import TOKEN, JupyterServerProcess
 from tests.prometheus_process import PrometheusProcess, PromQLAPI
@@ -219,12 +220,12 @@ class _TargetHandler(tornado.web.RequestHandler):
 
     def get(self, number: str) -> None:
         index = int(number)
-        if not self.fleet.serves(index):
+        if index not in self.fleet.started:
             raise tornado.web.HTTPError(404)
         if self.request.headers.get("Authorization") != f"token {TOKEN}":
             raise tornado.web.HTTPError(403)
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.fleet.payload.render(self.fleet.mixes(index)))
+        self.finish(self.fleet.render(index))
 
 
 class SimulatedFleet:
@@ -235,32 +236,35 @@ class SimulatedFleet:
         self.size = size
         self.mix_period = mix_period
         now = time.monotonic()
-        # Server number -> when it started; the first ones spread over one mix period.
+        # Server number -> when it started (the first ones spread over one mix period), and when a
+        # replaced one stopped: it still answers, frozen, until Prometheus has read the new targets.
         self.started = {i: now - mix_period * i / size for i in range(size)}
-        # Replaced servers still answer, frozen, until Prometheus has read the new targets file.
-        self.retired: dict[int, float] = {}
-        self.retired_started: dict[int, float] = {}
-        self.replaced = 0
+        self.stopped: dict[int, float] = {}
         self.port = 0
 
-    def mixes(self, index: int) -> int:
-        """Mixes server ``index`` has run since it started (until it was replaced)."""
-        end = self.retired.get(index, time.monotonic())
-        return int((end - self.started.get(index, self.retired_started.get(index, end))) // self.mix_period)
+    @property
+    def replaced(self) -> int:
+        return len(self.stopped)
 
-    def serves(self, index: int) -> bool:
-        return index in self.started or index in self.retired
+    def running(self) -> list[int]:
+        return [i for i in sorted(self.started) if i not in self.stopped]
+
+    def mixes(self, index: int) -> int:
+        """Mixes server ``index`` has run since it started (until it stopped)."""
+        return int((self.stopped.get(index, time.monotonic()) - self.started[index]) // self.mix_period)
+
+    def render(self, index: int) -> bytes:
+        """What server ``index`` answers now."""
+        return self.payload.render(self.mixes(index))
 
     def churn(self, fraction: float) -> None:
         """Replace the oldest ``fraction`` of the servers by new ones (new numbers, so new ``instance``s)."""
-        oldest = sorted(self.started, key=self.started.__getitem__)[:round(self.size * fraction)]
-        newest = max([*self.started, *self.retired]) + 1
+        oldest = sorted(self.running(), key=self.started.__getitem__)[:round(self.size * fraction)]
+        newest = max(self.started) + 1
         now = time.monotonic()
         for offset, index in enumerate(oldest):
-            self.retired_started[index] = self.started.pop(index)
-            self.retired[index] = now
+            self.stopped[index] = now
             self.started[newest + offset] = now
-        self.replaced += len(oldest)
 
     def targets(self) -> list[dict[str, Any]]:
         """File-SD targets the way ``python -m rucio_metrics.fleet`` writes them for a hub."""
@@ -268,7 +272,7 @@ class SimulatedFleet:
             {"targets": [f"127.0.0.1:{self.port}"],
              "labels": {"__metrics_path__": f"/user/server-{i}/metrics", "instance": f"server-{i}",
                         "user": f"server-{i}"}}
-            for i in sorted(self.started)
+            for i in self.running()
         ]
 
     def __enter__(self) -> SimulatedFleet:
@@ -399,11 +403,9 @@ class FleetUnderTest:
     targets_file: Path
 
     def churn(self, fraction: float) -> None:
-        """Replace servers and tell Prometheus, as the hub's targets file would (written whole, then renamed)."""
+        """Replace servers and tell Prometheus, as the fleet helper rewrites a hub's targets file."""
         self.fleet.churn(fraction)
-        written = self.targets_file.with_suffix(".new")
-        written.write_text(json.dumps(self.fleet.targets()))
-        written.replace(self.targets_file)
+        write_if_changed(self.targets_file, json.dumps(self.fleet.targets()))
 
 
 @contextmanager

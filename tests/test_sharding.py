@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tornado.web
 
 from benchmarks.fleet import RUCIO_METRICS as FAMILY_SET
-from benchmarks.fleet import Payload, capture, select
+from benchmarks.fleet import Payload, SimulatedFleet, capture, select
 
 from .deploy_files import (
     PROMETHEUS_DIR,
@@ -48,7 +47,6 @@ from .json_http_server import JSONHTTPServer
 from .jupyter_server_process import TOKEN
 from .prometheus_process import PrometheusProcess, PromQLAPI
 from .test_remote_write import FLEET_PANELS
-from .tornado_thread import TornadoThread
 from .victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
 from .vmalert_process import VMAlertProcess
 
@@ -65,14 +63,14 @@ NOT_COMPARED = {SHARD_LABEL, "alertgroup"}
 # -- the targets ------------------------------------------------------------------------------------------
 
 
-class LinearFleet:
-    """``SERVERS`` targets at ``/user/server-<i>/metrics``: counters at ``base * (1 + age / PERIOD_S)``, stamped."""
+class LinearFleet(SimulatedFleet):
+    """``SERVERS`` simulated servers whose counters grow in a straight line, ``base * (1 + age / PERIOD_S)``,
+    each sample stamped with its time (so a rate is the same whenever it is evaluated)."""
 
     def __init__(self, payload: Payload) -> None:
-        self.payload = payload
-        now = time.time()
-        self.started = [now - PERIOD_S * i / SERVERS for i in range(SERVERS)]
-        self.port = 0
+        super().__init__(payload, SERVERS, PERIOD_S)
+        # The wall clock, not the monotonic one: samples carry Unix times.
+        self.started = {i: time.time() - PERIOD_S * i / SERVERS for i in range(SERVERS)}
 
     def render(self, index: int) -> bytes:
         stamp = int(time.time() * 1000)
@@ -86,22 +84,6 @@ class LinearFleet:
             else:
                 lines.append(f"{text} {base * factor!r} {stamp}")
         return ("\n".join(lines) + "\n").encode()
-
-    def targets(self) -> list[dict[str, Any]]:
-        return [{"targets": [f"127.0.0.1:{self.port}"],
-                 "labels": {"__metrics_path__": f"/user/server-{i}/metrics", "instance": f"server-{i}",
-                            "user": f"server-{i}"}} for i in range(SERVERS)]
-
-
-class _Target(tornado.web.RequestHandler):
-    def initialize(self, fleet: LinearFleet) -> None:
-        self.fleet = fleet
-
-    def get(self, number: str) -> None:
-        if self.request.headers.get("Authorization") != f"token {TOKEN}":
-            raise tornado.web.HTTPError(403)
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(self.fleet.render(int(number)))
 
 
 # -- the configs ------------------------------------------------------------------------------------------
@@ -197,12 +179,7 @@ def compared_expressions() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     tmp = tmp_path_factory.mktemp("sharding")
-    fleet = LinearFleet(Payload(select(capture(), FAMILY_SET)))
-    app = tornado.web.Application([(r"/user/server-(\d+)/metrics", _Target, {"fleet": fleet})],
-                                  log_function=lambda handler: None)
-    served = TornadoThread(app, "linear-fleet")
-    fleet.port = served.start()
-    try:
+    with LinearFleet(Payload(select(capture(), FAMILY_SET))) as fleet:
         token_file, targets_file = tmp / "token", tmp / "targets.json"
         token_file.write_text(TOKEN)
         targets_file.write_text(json.dumps(fleet.targets()))
@@ -219,8 +196,6 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
                 found.victoria.wait_until(lambda: _answer(victoria, "count(up)", time.time()) == {(): SERVERS}, 30,
                                           "the shards' up in VictoriaMetrics")
                 yield found
-    finally:
-        served.stop()
 
 
 def test_every_target_is_scraped_by_exactly_one_shard(engines: Engines) -> None:
