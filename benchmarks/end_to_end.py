@@ -29,8 +29,8 @@ from pathlib import Path
 
 from rucio_metrics.metrics import HTTP_PREFIX
 from rucio_metrics.outbound import OUTBOUND_PREFIX
-from tests.jupyter_server_process import TOKEN, JupyterServerProcess
-from tests.rucio_standin import RucioStandIn, userpass_credentials
+from tests.servers.jupyter_server_process import TOKEN, JupyterServerProcess
+from tests.support.rucio_standin import RucioStandIn, userpass_credentials
 
 WITHOUT, WITH = "without rucio_metrics", "with rucio_metrics"
 # rucio_metrics' own series; rucio-jupyterlab's rucio_jupyterlab_requests_total is not one of them.

@@ -56,12 +56,12 @@ import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
 
 from rucio_metrics.fleet import write_if_changed
-from tests.deploy_files import deploy_config, our_families_only
-from tests.jupyter_server_process import TOKEN, JupyterServerProcess
-from tests.prometheus_process import PrometheusProcess, PromQLAPI
-from tests.rucio_standin import RucioStandIn, userpass_credentials
-from tests.tornado_thread import TornadoThread
-from tests.victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
+from tests.servers.jupyter_server_process import TOKEN, JupyterServerProcess
+from tests.servers.prometheus_process import PrometheusProcess, PromQLAPI
+from tests.servers.victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
+from tests.support.deploy_files import deploy_config, our_families_only
+from tests.support.rucio_standin import RucioStandIn, userpass_credentials
+from tests.support.tornado_thread import TornadoThread
 
 from .run import machine, progress, table
 

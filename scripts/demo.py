@@ -1,5 +1,5 @@
 """The demo: a real Jupyter server with rucio-jupyterlab and rucio_metrics on
-loopback, its Rucio instances served by a real Rucio server (tests/rucio_server.py:
+loopback, its Rucio instances served by a real Rucio server (tests/servers/rucio_server.py:
 PyPI's rucio with an SQLite database, seeded with a few datasets), real requests
 to the Rucio routes, then the
 rucio_jupyterlab_http_*, rucio_jupyterlab_rucio_* and
@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.deploy_files import deploy_config
-from tests.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess, wait_for_transfers_to_end
-from tests.prometheus_process import PrometheusProcess
-from tests.rucio_server import RucioServer
+from tests.servers.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess, wait_for_transfers_to_end
+from tests.servers.prometheus_process import PrometheusProcess
+from tests.servers.rucio_server import RucioServer
+from tests.support.deploy_files import deploy_config
 
 # What the demo asks Prometheus, once it has scraped the server after the requests.
 QUERIES = [

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from demo import prometheus_for
 
-from tests.jupyter_server_process import REPO, TOKEN, JupyterServerProcess
-from tests.rucio_standin import RucioStandIn, userpass_credentials
+from tests.servers.jupyter_server_process import REPO, TOKEN, JupyterServerProcess
+from tests.support.rucio_standin import RucioStandIn, userpass_credentials
 
 PICTURE = REPO / "docs" / "prometheus-graph.png"
 

@@ -1,6 +1,6 @@
 """The compatibility matrix, run by ``scripts/test-matrix`` (not by the main suite).
 
-Each case of ``tests/matrix.py`` gets a cached virtual environment with its
+Each case of ``tests/support/matrix.py`` gets a cached virtual environment with its
 pins and rucio_metrics installed from a wheel of this checkout (not
 editable); a real ``jupyter server`` from that environment, with
 rucio-jupyterlab's instances pointing at a real Rucio server, at a Rucio
@@ -26,14 +26,14 @@ from packaging.version import Version
 
 from rucio_metrics.outbound import OPERATIONS
 
-from .interpreters import Interpreter, choose, missing, system
-from .jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
-from .matrix import PYTHONS, REPO, SYSTEM, Case, admitted, python_cases, system_cases
-from .matrix_envs import environment, key, pip_env, prune, run
-from .route_samples import Samples, changes, expect, inbound, outbound
-from .route_samples import key as sample_key
-from .rucio_server import RucioServer
-from .rucio_standin import RucioStandIn, userpass_credentials
+from .servers.jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
+from .servers.rucio_server import RucioServer
+from .support.interpreters import Interpreter, choose, missing, system
+from .support.matrix import PYTHONS, REPO, SYSTEM, Case, admitted, python_cases, system_cases
+from .support.matrix_envs import environment, key, pip_env, prune, run
+from .support.route_samples import Samples, changes, expect, inbound, outbound
+from .support.route_samples import key as sample_key
+from .support.rucio_standin import RucioStandIn, userpass_credentials
 
 
 @functools.cache

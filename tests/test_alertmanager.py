@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
-from .alertmanager_process import AlertmanagerProcess, WebhookReceiver
-from .deploy_files import DEPLOY, RULE_FILES, deploy_config, load_yaml, rules
-from .jupyter_server_process import TOKEN, JupyterServerProcess
-from .prometheus_process import PrometheusProcess
-from .rucio_standin import RucioStandIn, userpass_credentials
+from .servers.alertmanager_process import AlertmanagerProcess, WebhookReceiver
+from .servers.jupyter_server_process import TOKEN, JupyterServerProcess
+from .servers.prometheus_process import PrometheusProcess
+from .support.deploy_files import DEPLOY, RULE_FILES, deploy_config, load_yaml, rules
+from .support.rucio_standin import RucioStandIn, userpass_credentials
 
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 LIST_SCOPES = "rucio-jupyterlab/list-scopes?namespace=atlas"

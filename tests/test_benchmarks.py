@@ -10,7 +10,7 @@ import sys
 import requests
 from prometheus_client import CollectorRegistry
 
-from .jupyter_server_process import REPO, TOKEN
+from .servers.jupyter_server_process import REPO, TOKEN
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from .jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO
 
 SECTION = "Prometheus, after its next scrape: "
 

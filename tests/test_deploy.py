@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .deploy_files import (
+from .servers.jupyter_server_process import REPO
+from .support.deploy_files import (
     DASHBOARD,
     HTTP_FAMILIES,
     OUR_PREFIXES,
@@ -36,7 +37,6 @@ from .deploy_files import (
     rule_expressions,
     rules,
 )
-from .jupyter_server_process import REPO
 
 # Debian's Prometheus is built without Kubernetes discovery (removed by Debian
 # since 1.5 for its client library's dependencies), so its promtool rejects

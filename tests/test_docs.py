@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .jupyter_server_process import REPO
-from .markdown_links import broken_links, images
+from .servers.jupyter_server_process import REPO
+from .support.markdown_links import broken_links, images
 
 # Every page a reader may land on; a page added under docs/ is checked without being listed here.
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]

@@ -30,10 +30,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .deploy_files import deploy_config, kubernetes_pod_target, pod_discovery_config
-from .jupyter_server_process import REPO
-from .jupyterhub_process import ADMIN_TOKEN, PROMETHEUS_TOKEN, JupyterHubProcess
-from .prometheus_process import PrometheusProcess
+from .servers.jupyter_server_process import REPO
+from .servers.jupyterhub_process import ADMIN_TOKEN, PROMETHEUS_TOKEN, JupyterHubProcess
+from .servers.prometheus_process import PrometheusProcess
+from .support.deploy_files import deploy_config, kubernetes_pod_target, pod_discovery_config
 
 # (user, route, status the client gets, times)
 TRAFFIC = [

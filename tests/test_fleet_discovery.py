@@ -21,8 +21,8 @@ import pytest
 
 from rucio_metrics import fleet
 
-from .json_http_server import Answer, JSONHTTPServer
-from .jupyter_server_process import REPO, free_port
+from .servers.jupyter_server_process import REPO, free_port
+from .support.json_http_server import Answer, JSONHTTPServer
 
 TOKEN = "fake-hub-token"
 

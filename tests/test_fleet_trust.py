@@ -20,8 +20,8 @@ import pytest
 
 from rucio_metrics import fleet
 
-from .json_http_server import Answer, AnswerFunction, JSONHTTPServer
-from .jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO
+from .support.json_http_server import Answer, AnswerFunction, JSONHTTPServer
 from .test_fleet_discovery import server_model, user, wait_until
 
 SECRET = "s3cr3t-hub-token-value"

@@ -13,7 +13,7 @@ import pytest
 
 import rucio_metrics
 
-from .jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO
 
 
 def run(*command: str | Path, env: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ from rucio_metrics.instrument import instrument_app, is_instrumented
 from rucio_metrics.metrics import MethodMetrics, Metrics
 from rucio_metrics.routes import app_rules
 
-from .apps import PREFIX, DetachHandler, OtherHandler, SyncHandler, make_app
+from .support.apps import PREFIX, DetachHandler, OtherHandler, SyncHandler, make_app
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 DURATION_COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .jupyter_server_process import JupyterServerProcess, sample, unreachable_rucio_instance
+from .servers.jupyter_server_process import JupyterServerProcess, sample, unreachable_rucio_instance
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"
@@ -143,7 +143,7 @@ def test_without_the_rucio_extension_instrumented_routes_is_zero():
 
 
 def test_routes_added_by_an_extension_loading_later_are_instrumented():
-    with JupyterServerProcess(extensions={"tests.extra_routes_extension": True}) as server:
+    with JupyterServerProcess(extensions={"tests.support.extra_routes_extension": True}) as server:
         assert server.request("GET", "rucio-jupyterlab/test/late").status_code == 200
         assert server.request("GET", "rucio-jupyterlab/test/slow?sleep=0.1").status_code == 200
         samples = server.samples()

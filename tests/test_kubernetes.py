@@ -1,7 +1,7 @@
 """deploy/kubernetes/: the objects an operator applies next to kube-prometheus-stack and Zero to JupyterHub.
 
 No cluster runs here, so every object is checked against its real schema
-(tests/kubernetes_schemas.py), the generated files against their one source
+(tests/support/kubernetes_schemas.py), the generated files against their one source
 each, and the files against each other. The PodMonitor's scrape runs in a real
 Prometheus in test_prometheus.py.
 """
@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .deploy_files import (
+from .servers.jupyter_server_process import REPO
+from .support.deploy_files import (
     DASHBOARD,
     KUBERNETES_DIR,
     KUSTOMIZATION,
@@ -32,9 +33,8 @@ from .deploy_files import (
     podmonitor_scrape_config,
     promtool,
 )
-from .jupyter_server_process import REPO
-from .kubernetes_schemas import KUBERNETES_VERSION, operator_models_version, problems
-from .network_policies import (
+from .support.kubernetes_schemas import KUBERNETES_VERSION, operator_models_version, problems
+from .support.network_policies import (
     HUB_POD,
     PROMETHEUS_POD,
     PROXY_POD,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from . import matrix_envs
-from .interpreters import Interpreter
-from .matrix import (
+from .matrix_cases import rucio_metrics_problems
+from .support import matrix_envs
+from .support.interpreters import Interpreter
+from .support.matrix import (
     LOWEST,
     PACKAGES,
     PYTHONS,
@@ -25,8 +26,7 @@ from .matrix import (
     supported_versions_table,
     system_cases,
 )
-from .matrix_cases import rucio_metrics_problems
-from .matrix_envs import key
+from .support.matrix_envs import key
 
 README = (REPO / "README.md").read_text()
 SUPPORTED_VERSIONS = (REPO / "docs" / "supported-versions.md").read_text()

@@ -10,8 +10,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .child_process import free_port
-from .jupyter_server_process import METRICS_TOKEN, JupyterServerProcess
+from .servers.child_process import free_port
+from .servers.jupyter_server_process import METRICS_TOKEN, JupyterServerProcess
 
 
 def listener_config(port: int, token_file: Path | str | None) -> dict[str, dict[str, object]]:

@@ -34,8 +34,8 @@ from rucio_metrics.outbound import (
     load_outbound,
     outcome_of,
 )
-from tests.jupyter_server_process import REPO
-from tests.rucio_standin import ACCOUNT, PASSWORD, RULES, USERNAME, RucioStandIn
+from tests.servers.jupyter_server_process import REPO
+from tests.support.rucio_standin import ACCOUNT, PASSWORD, RULES, USERNAME, RucioStandIn
 
 REQUESTS = "rucio_jupyterlab_rucio_requests_total"
 DURATION = "rucio_jupyterlab_rucio_request_duration_seconds"

@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 
-from .deploy_files import (
+from .servers.jupyter_server_process import (
+    METRICS_TOKEN,
+    TOKEN,
+    JupyterServerProcess,
+    unreachable_rucio_instance,
+    wait_for_transfers_to_end,
+)
+from .servers.prometheus_process import PrometheusProcess
+from .support.deploy_files import (
     HTTP_FAMILIES,
     OUTBOUND_FAMILIES,
     dashboard_expressions,
@@ -34,14 +42,6 @@ from .deploy_files import (
     promtool,
     rule_expressions,
 )
-from .jupyter_server_process import (
-    METRICS_TOKEN,
-    TOKEN,
-    JupyterServerProcess,
-    unreachable_rucio_instance,
-    wait_for_transfers_to_end,
-)
-from .prometheus_process import PrometheusProcess
 
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
 DETAILS = "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope"

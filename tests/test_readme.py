@@ -11,7 +11,7 @@ from traitlets.config import Config, Configurable
 from rucio_metrics.config import RucioMetrics, load_options
 from rucio_metrics.metrics import Metrics
 
-from .jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO
 
 README = (REPO / "README.md").read_text()
 METRICS_PAGE = (REPO / "docs" / "metrics.md").read_text()
@@ -41,7 +41,7 @@ def test_the_config_examples_run_and_apply(caplog):
 def test_the_readme_scrape_config_is_the_shipped_one_for_the_listener_it_configures():
     import yaml
 
-    from .deploy_files import PROMETHEUS_DIR
+    from .support.deploy_files import PROMETHEUS_DIR
 
     [shipped] = yaml.safe_load((PROMETHEUS_DIR / "jupyter-server.yml").read_text())["scrape_configs"]
     blocks = [b for b in code_blocks("yaml") if "job_name: jupyter\n" in b]
@@ -111,7 +111,7 @@ def test_every_known_upstream_issue_names_tests_that_show_its_series():
 def test_the_fleet_recommendation_drops_only_jupyter_servers_histogram_of_the_rucio_routes(tmp_path):
     import yaml
 
-    from .deploy_files import PROMETHEUS_DIR, promtool
+    from .support.deploy_files import PROMETHEUS_DIR, promtool
 
     [block] = [b for b in code_blocks("yaml") if "http_request_duration_seconds_(bucket" in b]
     [rule] = yaml.safe_load(block)["metric_relabel_configs"]

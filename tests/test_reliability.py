@@ -13,8 +13,8 @@ import pytest
 import requests
 from tornado.httpclient import HTTPRequest
 
-from .jupyter_server_process import TOKEN, JupyterServerProcess, sample, unreachable_rucio_instance
-from .load import send_all
+from .servers.jupyter_server_process import TOKEN, JupyterServerProcess, sample, unreachable_rucio_instance
+from .support.load import send_all
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"
@@ -30,7 +30,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @pytest.fixture(scope="module")
 def server() -> Iterator[JupyterServerProcess]:
     with JupyterServerProcess(rucio_instances=[unreachable_rucio_instance()],
-                              extensions={"tests.extra_routes_extension": True}) as server:
+                              extensions={"tests.support.extra_routes_extension": True}) as server:
         assert server.request("PUT", f"{PREFIX}/auth", json=CREDENTIALS).status_code == 401  # stores credentials
         yield server
 
@@ -191,7 +191,7 @@ def test_only_authenticate_prometheus_false_opens_metrics():
 
 def test_broken_recording_never_breaks_a_request():
     with JupyterServerProcess(rucio_instances=[unreachable_rucio_instance()],
-                              extensions={"tests.extra_routes_extension": True},
+                              extensions={"tests.support.extra_routes_extension": True},
                               env={"RUCIO_METRICS_TEST_BREAK_RECORDING": "1"}) as server:
         instances = server.request("GET", f"{PREFIX}/instances")
         files = server.request("GET", f"{PREFIX}/files")

@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 
-from .deploy_files import (
+from .servers.jupyter_server_process import TOKEN, JupyterServerProcess, wait_for_transfers_to_end
+from .servers.prometheus_process import PrometheusProcess, PromQLAPI
+from .servers.victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
+from .support.deploy_files import (
     PROMETHEUS_DIR,
     dashboard_expressions,
     dashboard_panels,
@@ -32,11 +35,8 @@ from .deploy_files import (
     rule_expressions,
     rules,
 )
-from .jupyter_server_process import TOKEN, JupyterServerProcess, wait_for_transfers_to_end
-from .prometheus_process import PrometheusProcess, PromQLAPI
-from .rucio_standin import RucioStandIn, userpass_credentials
+from .support.rucio_standin import RucioStandIn, userpass_credentials
 from .test_prometheus import start_all
-from .victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
 
 REMOTE_WRITE = "jupyterhub-fleet-remote-write.yml"
 # The per-server gauges the fleet panels and alerts read, besides the recording rules.

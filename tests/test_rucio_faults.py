@@ -2,7 +2,7 @@
 
 tests/test_rucio_routes.py drives every route against a real Rucio server. What
 it cannot make that server do, these tests make the stand-in
-(tests/rucio_standin.py) do: answer an arbitrary 5xx, drop the connection
+(tests/support/rucio_standin.py) do: answer an arbitrary 5xx, drop the connection
 without an answer, answer slowly, fail one token request; and accept an OIDC
 token, which a real Rucio only does with an identity provider behind it. Each
 test asserts exactly which ``rucio_jupyterlab_http_*`` and
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.jupyter_server_process import JupyterServerProcess
-from tests.route_samples import HTTP, RUCIO, Session, expect, inbound, logged_in_server, outbound, seconds
-from tests.rucio_standin import RucioStandIn, userpass_credentials
+from tests.servers.jupyter_server_process import JupyterServerProcess
+from tests.support.route_samples import HTTP, RUCIO, Session, expect, inbound, logged_in_server, outbound, seconds
+from tests.support.rucio_standin import RucioStandIn, userpass_credentials
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """End to end against a real Rucio server: a real Jupyter server whose Rucio instances are served by it.
 
-The Rucio server is PyPI's ``rucio`` (tests/rucio_server.py: SQLite, Flask's
+The Rucio server is PyPI's ``rucio`` (tests/servers/rucio_server.py: SQLite, Flask's
 server, fixture data seeded with Rucio's own client). Every one of the 16
 routes is driven on its success path (oidc-auth-check's needs an identity
 provider behind Rucio: that one is in tests/test_rucio_faults.py, on the
@@ -32,8 +32,10 @@ from pathlib import Path
 import pytest
 
 from rucio_metrics.outbound import OPERATIONS
-from tests.jupyter_server_process import JupyterServerProcess
-from tests.route_samples import (
+from tests.servers.jupyter_server_process import JupyterServerProcess
+from tests.servers.rucio_server import RucioServer
+from tests.servers.rucio_server_setup import DATASETS
+from tests.support.route_samples import (
     RUCIO,
     Session,
     changes,
@@ -45,8 +47,6 @@ from tests.route_samples import (
     outbound,
     outbound_calls,
 )
-from tests.rucio_server import RucioServer
-from tests.rucio_server_setup import DATASETS
 
 # What each RucioAPI method asks Rucio, as Rucio's access log shows it.
 OPERATION_OF_REQUEST = [

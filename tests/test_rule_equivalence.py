@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .deploy_files import PROMETHEUS_DIR, load_yaml, promtool
+from .support.deploy_files import PROMETHEUS_DIR, load_yaml, promtool
 
 BEFORE = Path(__file__).resolve().parent / "data" / "rules-before" / "rucio-jupyterlab-recording.yml"
 SHIPPED = PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-recording.yml"

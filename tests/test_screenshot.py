@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO
 from .test_docs import png_size
 
 ROUTES = ["instances", "file-browser", "list-scopes", "files", "did", "did-search", "list-rses"]

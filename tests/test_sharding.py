@@ -33,7 +33,11 @@ import pytest
 from benchmarks.fleet import RUCIO_METRICS as FAMILY_SET
 from benchmarks.fleet import Payload, SimulatedFleet, capture, select
 
-from .deploy_files import (
+from .servers.jupyter_server_process import TOKEN
+from .servers.prometheus_process import PrometheusProcess, PromQLAPI
+from .servers.victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
+from .servers.vmalert_process import VMAlertProcess
+from .support.deploy_files import (
     PROMETHEUS_DIR,
     RULE_FILES,
     dashboard_expressions,
@@ -43,12 +47,8 @@ from .deploy_files import (
     recorded_names,
     rules,
 )
-from .json_http_server import JSONHTTPServer
-from .jupyter_server_process import TOKEN
-from .prometheus_process import PrometheusProcess, PromQLAPI
+from .support.json_http_server import JSONHTTPServer
 from .test_remote_write import FLEET_PANELS
-from .victoria_metrics_process import VictoriaMetricsProcess, point_remote_write_at
-from .vmalert_process import VMAlertProcess
 
 SHARD = "jupyterhub-fleet-shard.yml"
 SERVERS = 12

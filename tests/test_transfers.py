@@ -20,8 +20,8 @@ import pytest
 
 from rucio_metrics.transfer_results import reason_label, rucio_exception_names
 
-from .jupyter_server_process import JupyterServerProcess
-from .rucio_server import RucioServer
+from .servers.jupyter_server_process import JupyterServerProcess
+from .servers.rucio_server import RucioServer
 
 NAMESPACE = "cms"  # the instance in download mode
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -138,7 +138,7 @@ def test_a_download_that_succeeds_counts_the_bytes_of_its_files(transfers: Trans
 
 
 def test_promtool_finds_nothing_in_the_transfer_families_after_transfers(transfers: Transfers) -> None:
-    from .deploy_files import our_families_only, promtool
+    from .support.deploy_files import our_families_only, promtool
 
     text = "".join(line + "\n" for line in our_families_only(transfers.server.metrics_text()).splitlines()
                    if "transfer" in line)
@@ -270,7 +270,7 @@ def test_a_process_that_cannot_start_is_counted_failed_though_upstream_says_succ
     # No free file descriptor: Process.start() raises (no pipe for the child); the upload route answers success.
     with JupyterServerProcess(rucio_instances=[rucio.instance_config(NAMESPACE, mode="download")],
                               python_config=start_method_config(method),
-                              extensions={"tests.extra_routes_extension": True}) as server:
+                              extensions={"tests.support.extra_routes_extension": True}) as server:
         assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials(NAMESPACE)).ok
         transfers = Transfers(server, rucio, method)
         before = transfers.samples()

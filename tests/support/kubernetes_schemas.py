@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 
-from .jupyter_server_process import REPO
+from ..servers.jupyter_server_process import REPO
 
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 NODE_PACKAGES = REPO / ".node"
@@ -43,7 +44,7 @@ def core_problems(obj: dict[str, Any]) -> list[str]:
 def operator_problems(objects: list[dict[str, Any]]) -> list[list[str]]:
     """What the Operator's schemas reject in each object; [] for a valid one."""
     result = subprocess.run(
-        ["node", str(REPO / "tests" / "operator_crd_validate.mjs"), str(NODE_PACKAGES)],
+        ["node", str(Path(__file__).with_name("operator_crd_validate.mjs")), str(NODE_PACKAGES)],
         input=json.dumps(objects), capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr

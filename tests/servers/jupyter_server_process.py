@@ -24,7 +24,7 @@ from requests import certs
 
 from .child_process import ChildProcess, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "rucio-metrics-test-token"
 # What Prometheus holds for a server with the metrics listener: it reads metrics and opens nothing else.
 METRICS_TOKEN = "rucio-metrics-test-metrics-only-token"

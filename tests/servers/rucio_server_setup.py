@@ -1,6 +1,6 @@
 """Set-up steps of the real Rucio server, run with the Python of Rucio's own virtual environment.
 
-Test equipment, used by tests/rucio_server.py; ``RUCIO_CONFIG`` names the
+Test equipment, used by tests/servers/rucio_server.py; ``RUCIO_CONFIG`` names the
 server's rucio.cfg. ``database`` creates the schema (stamped for alembic),
 the base VO and the root account; ``seed`` adds the fixture data with Rucio's
 own Python client, as the root account of the ``[client]`` section;

@@ -29,10 +29,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ..support.rucio_standin import rucio_instance
 from .child_process import ChildProcess, free_port
 from .jupyter_server_process import REPO
 from .rucio_server_setup import ACCOUNT, DESTINATION_RSE, USERNAME
-from .rucio_standin import rucio_instance
 
 VENV = REPO / ".venv-rucio"
 SET_UP = REPO / "scripts" / "bootstrap-rucio-server"
@@ -144,7 +144,7 @@ class RucioServer(ChildProcess):
     def did_bytes(self, did: str) -> int:
         """The size Rucio holds for file ``did`` (-1 when it does not know the DID)."""
         done = subprocess.run(
-            [str(rucio_python()), str(REPO / "tests" / "rucio_server_setup.py"), "did-bytes", did],
+            [str(rucio_python()), str(Path(__file__).with_name("rucio_server_setup.py")), "did-bytes", did],
             env=self._env(), cwd=self.root, capture_output=True, text=True, check=False, timeout=60,
         )
         if done.returncode != 0:
@@ -163,7 +163,7 @@ class RucioServer(ChildProcess):
         """A step of rucio_server_setup.py; its output goes to the log."""
         with open(self.log_path, "ab") as log:
             done = subprocess.run(
-                [str(python), str(REPO / "tests" / "rucio_server_setup.py"), *args],
+                [str(python), str(Path(__file__).with_name("rucio_server_setup.py")), *args],
                 env=self._env(**env), cwd=self.root, stdout=log, stderr=subprocess.STDOUT, check=False,
             )
         if done.returncode != 0:

@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 import requests
 
-from .jupyter_server_process import JupyterServerProcess
+from ..servers.jupyter_server_process import JupyterServerProcess
 
 HTTP = "rucio_jupyterlab_http_"
 RUCIO = "rucio_jupyterlab_rucio_"

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..support.json_http_server import JSONHTTPServer
 from .child_process import LoopbackService
-from .json_http_server import JSONHTTPServer
 
 
 class AlertmanagerProcess(LoopbackService):

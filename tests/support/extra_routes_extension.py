@@ -88,7 +88,7 @@ class NoFileDescriptorsHandler(APIHandler):
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "tests.extra_routes_extension"}]
+    return [{"module": "tests.support.extra_routes_extension"}]
 
 
 def _break_recording() -> None:

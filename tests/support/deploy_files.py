@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .jupyter_server_process import REPO
+from ..servers.jupyter_server_process import REPO
 
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"

@@ -1,0 +1,2 @@
+"""The real processes the tests start: Jupyter server, JupyterHub, Rucio, Prometheus, VictoriaMetrics, vmalert,
+Alertmanager."""

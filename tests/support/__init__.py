@@ -1,0 +1,1 @@
+"""Everything else the tests share: stand-ins, Tornado apps, schemas, deploy files, the compatibility matrix."""
