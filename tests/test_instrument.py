@@ -198,6 +198,26 @@ async def test_client_disconnect_is_499_and_in_progress_returns_to_zero(http_ser
     assert (await fetch(http_server_client, f"{PREFIX}/sync")).code == 200
 
 
+async def test_the_duration_counts_from_the_headers_not_from_when_the_body_arrived(
+    http_server_client, registry, http_server_port
+):
+    # Tornado creates the handler only once the whole body is in; a slow upload's time is the client's wait too.
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_server_port[1])
+    try:
+        writer.write(f"PUT {PREFIX}/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(b"body")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 200")
+    assert count(registry, "sync", "PUT") == 1
+    duration = registry.get_sample_value(DURATION_SUM, {"handler": f"{PREFIX}/sync", "method": "PUT"})
+    assert 0.5 <= duration < 5
+
+
 async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(registry, http_server_port):
     # Tornado's detach() marks the request finished and drops the close callback:
     # neither on_finish nor on_connection_close runs afterwards.

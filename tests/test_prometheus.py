@@ -10,6 +10,7 @@ after each, and then reads everything back through Prometheus' HTTP API.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -374,6 +375,35 @@ def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path:
         assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
             ("alice",): 16.0, ("carol/gpu",): 0.0,
         }
+
+
+@pytest.mark.parametrize("shipped", ["jupyterhub-fleet.yml", "zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_every_hub_scrape_config_names_the_rucio_instance_rucio_instance(
+    fleet: Fleet, tmp_path: Path, shipped: str
+) -> None:
+    # As jupyter-server.yml does above: each config's own metric_relabel_configs turn the
+    # exported_instance of the outbound series into rucio_instance. (The remote-write and shard
+    # configs scrape as jupyterhub-fleet.yml does; tests keep them equal.)
+    alice = fleet.servers["alice"]
+    if shipped == "jupyterhub-fleet.yml":
+        # A target as the fleet helper writes it: the proxy's address, the server's path, its name.
+        targets = tmp_path / "targets.json"
+        targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{alice.port}"],
+                                        "labels": {"__metrics_path__": "/user/alice/metrics", "instance": "alice"}}]))
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        config = deploy_config(shipped, token_file, file_sd=targets)
+    else:
+        config = pod_scrape_config(shipped, [kubernetes_pod(alice, "alice")], tmp_path)
+    with PrometheusProcess(config) as prometheus:
+        [target] = prometheus.wait_for_targets(1)
+        assert (target["labels"]["instance"], target["health"]) == ("alice", "up")
+        durations = prometheus.values(
+            "count by (instance, rucio_instance) (rucio_jupyterlab_rucio_request_duration_seconds_count)",
+            "instance", "rucio_instance",
+        )
+        assert durations == {("alice", "atlas"): 11.0, ("alice", "cms"): 11.0}
+        assert prometheus.query('{exported_instance!=""}') == []
 
 
 # User names JupyterHub escapes in a server's base_url, as KubeSpawner's annotation holds them.
