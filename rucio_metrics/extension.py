@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from tornado.httpserver import HTTPServer
 from tornado.web import Application
 
+from .build_info import BuildInfo
 from .config import RucioMetrics, load_options
 from .hub_scope import admit_hub_scope, hub_auth_of
 from .instrument import instrument_app
@@ -55,6 +56,10 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
             log.info("rucio_metrics: disabled by RucioMetrics.enabled = False")
             return options
         metrics = Metrics.on(registry, options.latency_metric, options.buckets)
+        try:
+            BuildInfo.on(registry)
+        except Exception:
+            log.warning("rucio_metrics: could not export rucio_metrics_build_info", exc_info=True)
         warn_fixed_by_metrics(metrics, options, log)
         base_url: str = web_app.settings.get("base_url", "/")
         prefixes = list(options.route_prefixes)

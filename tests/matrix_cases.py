@@ -24,6 +24,7 @@ import pytest
 import requests
 from packaging.version import Version
 
+import rucio_metrics
 from rucio_metrics.outbound import OPERATIONS
 
 from .servers.jupyter_server_process import JupyterServerProcess, unreachable_rucio_instance
@@ -174,6 +175,13 @@ def installed_rucio_metrics(python: Path, cwd: Path) -> str:
     return done.stdout.strip()
 
 
+def build_info(server: JupyterServerProcess) -> dict[str, str]:
+    """The labels of the server's one ``rucio_metrics_build_info`` series."""
+    [(name, labels)] = server.samples("rucio_metrics_")
+    assert name == "rucio_metrics_build_info"
+    return dict(labels)
+
+
 def test_case(case: Case, wheel: Path, rucio: RucioServer, standin: RucioStandIn, tmp_path: Path) -> None:
     interpreter = interpreters()[case.python]
     start = time.monotonic()
@@ -189,6 +197,13 @@ def test_case(case: Case, wheel: Path, rucio: RucioServer, standin: RucioStandIn
             try:
                 samples = server.samples()
                 assert samples[sample_key("rucio_jupyterlab_http_instrumented_routes")] == 16
+                # What the fleet's version panel shows of this server: exactly the case's pins.
+                assert build_info(server) == {
+                    "version": rucio_metrics.__version__,
+                    "rucio_jupyterlab_version": case.pins["rucio-jupyterlab"],
+                    "jupyter_server_version": case.pins["jupyter_server"],
+                    "python_version": interpreter.version,
+                }
                 expected = the_mix(server, rucio, standin, case.pins["rucio-jupyterlab"])
                 assert changes(samples, server.samples()) == expected
             except BaseException:

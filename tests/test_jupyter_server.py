@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import pytest
 import requests
+
+import rucio_metrics
 
 from .servers.jupyter_server_process import JupyterServerProcess, sample, unreachable_rucio_instance
 
@@ -90,6 +94,20 @@ def test_jupyter_servers_own_metric_and_upstream_metrics_are_unchanged(server):
     assert "# TYPE rucio_jupyterlab_request_latency_seconds summary" in text
 
 
+def test_build_info_names_the_versions_the_server_runs(server):
+    # The server runs in this test's environment: the same distributions, the same Python.
+    samples = server.samples("rucio_metrics_")
+    assert list(samples.values()) == [1.0]
+    [(name, labels)] = samples
+    assert name == "rucio_metrics_build_info"
+    assert dict(labels) == {
+        "version": rucio_metrics.__version__,
+        "rucio_jupyterlab_version": version("rucio-jupyterlab"),
+        "jupyter_server_version": version("jupyter_server"),
+        "python_version": platform.python_version(),
+    }
+
+
 def test_metrics_endpoint_needs_the_token(server):
     assert requests.get(server.url("metrics"), timeout=10).status_code == 403
     ok = requests.get(server.url("metrics"), headers={"Authorization": "Bearer rucio-metrics-test-token"}, timeout=10)
@@ -130,8 +148,9 @@ def test_disabled_by_option():
     with JupyterServerProcess(args=["--RucioMetrics.enabled=False"]) as server:
         assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
         samples = server.samples("rucio_jupyterlab_http_")
+        build_info = server.samples("rucio_metrics_")
         assert "disabled by RucioMetrics.enabled = False" in server.log()
-    assert samples == {}
+    assert samples == {} and build_info == {}
 
 
 def test_without_the_rucio_extension_instrumented_routes_is_zero():

@@ -174,3 +174,25 @@ async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "rucio_metrics: instrumenting the routes failed; requests are served unmeasured",
     ]
+
+
+async def test_the_routes_are_measured_when_the_versions_cannot_be_read(jp_serverapp, jp_fetch, caplog, monkeypatch):
+    def broken() -> dict[str, str]:
+        raise RuntimeError("no metadata")
+
+    registry = CollectorRegistry()
+    monkeypatch.setattr("rucio_metrics.build_info.versions", broken)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert load(jp_serverapp, registry) is not None
+        before = instances_count()
+        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+        assert instances_count() - before == 1
+    finally:
+        monkeypatch.undo()
+        load(jp_serverapp)  # the hook back to the global registry
+    assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") is not None
+    assert registry.get_sample_value("rucio_metrics_build_info") is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "rucio_metrics: could not export rucio_metrics_build_info",
+    ]

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import rucio_metrics
 
 from .servers.jupyter_server_process import (
     METRICS_TOKEN,
@@ -315,6 +319,15 @@ def test_dashboard_variables_list_the_servers_and_routes(fleet: Fleet) -> None:
     assert label_values["job"] == {"jupyter"}
     assert {fleet.name[i] for i in label_values["instance"]} == {"alice", "bob", "norucio"}
     assert len(label_values["handler"]) == 16 and "/rucio-jupyterlab/did/make-available" in label_values["handler"]
+
+
+def test_the_version_panel_counts_the_servers_per_version(fleet: Fleet) -> None:
+    # All three run this environment's versions (norucio has rucio-jupyterlab installed, not enabled).
+    [panel] = [p for p in dashboard_panels() if p["title"] == "Servers by version"]
+    labels = ("version", "rucio_jupyterlab_version", "jupyter_server_version", "python_version")
+    versions = (rucio_metrics.__version__, version("rucio-jupyterlab"), version("jupyter_server"),
+                platform.python_version())
+    assert fleet.values(fill_variables(panel["targets"][0]["expr"]), *labels) == {versions: 3.0}
 
 
 def test_dashboard_panels_filter_by_instance_and_handler(fleet: Fleet) -> None:

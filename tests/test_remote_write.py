@@ -40,10 +40,11 @@ from .test_prometheus import start_all
 
 REMOTE_WRITE = "jupyterhub-fleet-remote-write.yml"
 # The per-server gauges the fleet panels and alerts read, besides the recording rules.
-GAUGES = {"up", "rucio_jupyterlab_http_instrumented_routes", "rucio_jupyterlab_http_requests_in_progress"}
+GAUGES = {"up", "rucio_metrics_build_info", "rucio_jupyterlab_http_instrumented_routes",
+          "rucio_jupyterlab_http_requests_in_progress"}
 # The dashboard's fleet panels: those with "(fleet, recording rule)" in the title, and these, which read gauges.
-FLEET_PANELS = {"Servers running rucio_metrics", "Servers without Rucio routes", "Requests in progress",
-                "Requests in progress by route"}
+FLEET_PANELS = {"Servers running rucio_metrics", "Servers without Rucio routes", "Servers by version",
+                "Requests in progress", "Requests in progress by route"}
 
 
 def keep_regex() -> str:

@@ -50,6 +50,8 @@ TRANSFER_FAMILIES = {
     "rucio_jupyterlab_transfers_in_progress": "gauge",
     "rucio_jupyterlab_transfer_duration_seconds": "summary or histogram",
 }
+# The versions each server runs, one series per server.
+BUILD_INFO_FAMILIES = {"rucio_metrics_build_info": "gauge"}
 _SAMPLE_SUFFIXES = ("", "_sum", "_count", "_bucket")
 
 # What Grafana puts for "All" (allValue) and for $__rate_interval at a 1 s scrape interval.
@@ -167,7 +169,7 @@ def metric_names(expr: str) -> set[str]:
 
 def our_series_names() -> set[str]:
     """The names the rules and the dashboard may read: our families' samples and our recording rules."""
-    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES, **TRANSFER_FAMILIES}
+    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES, **TRANSFER_FAMILIES, **BUILD_INFO_FAMILIES}
     return {family + suffix for family in families for suffix in _SAMPLE_SUFFIXES} | recorded_names()
 
 
@@ -177,11 +179,11 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> s
     )
 
 
-OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer")
+OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer", "rucio_metrics_")
 
 
 def our_families_only(exposition: str) -> str:
-    """rucio_metrics' families (inbound and outbound) of a /metrics response, with their HELP and TYPE lines.
+    """rucio_metrics' families (inbound, outbound, transfers, build info) of a /metrics response, with HELP and TYPE.
 
     jupyter_server's own families are left out: promtool already flags one of
     them (``terminal_currently_running_total``, a gauge named like a counter).
