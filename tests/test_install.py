@@ -1,19 +1,29 @@
-"""Packaging: the sdist, installed (not editable) into a fresh venv, enables itself."""
+"""The release files: ``python -m build``'s sdist and wheel pass ``twine check --strict``, and the wheel,
+installed into a fresh virtual environment beside rucio-jupyterlab, enables itself in a real ``jupyter server``.
+"""
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import subprocess
 import sys
 import tarfile
+import zipfile
+from email.message import Message
 from pathlib import Path
 
 import pytest
+from trove_classifiers import classifiers as known_classifiers
 
 import rucio_metrics
 
-from .servers.jupyter_server_process import REPO
+from .servers.jupyter_server_process import REPO, JupyterServerProcess, sample
+from .support.matrix import PYTHONS, python_requires
+
+VERSION = rucio_metrics.__version__
+REPOSITORY = "https://github.com/rucio/rucio-metrics"
 
 
 def run(*command: str | Path, env: dict[str, str]) -> str:
@@ -23,22 +33,91 @@ def run(*command: str | Path, env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("install")
+def clean_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """This environment without the checkout on the path, with a HOME and Jupyter config of its own."""
+    root = tmp_path_factory.mktemp("home")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(HOME=str(root / "home"), JUPYTER_CONFIG_DIR=str(root / "config"))
-    run(sys.executable, "-m", "build", "--sdist", "--outdir", root / "dist", REPO, env=env)
-    (sdist,) = (root / "dist").glob("rucio_metrics-*.tar.gz")
+    env.update(HOME=str(root), JUPYTER_CONFIG_DIR=str(root / "config"))
+    return env
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory, clean_env: dict[str, str]) -> tuple[Path, Path]:
+    """(sdist, wheel) as the release workflow builds them: the wheel is built from the sdist."""
+    out = tmp_path_factory.mktemp("dist")
+    run(sys.executable, "-m", "build", "--outdir", out, REPO, env=clean_env)
+    (sdist,) = out.glob(f"rucio_metrics-{VERSION}.tar.gz")
+    (wheel,) = out.glob(f"rucio_metrics-{VERSION}-py3-none-any.whl")
+    return sdist, wheel
+
+
+def wheel_metadata(wheel: Path) -> Message:
+    with zipfile.ZipFile(wheel) as whl:
+        return email.message_from_string(whl.read(f"rucio_metrics-{VERSION}.dist-info/METADATA").decode())
+
+
+def test_twine_check_strict_passes(dist: tuple[Path, Path], clean_env: dict[str, str]) -> None:
+    output = run(sys.executable, "-m", "twine", "check", "--strict", *dist, env=clean_env)
+    assert output.count("PASSED") == 2, output
+
+
+def test_the_metadata_names_the_distribution_its_pythons_and_its_home(dist: tuple[Path, Path]) -> None:
+    meta = wheel_metadata(dist[1])
+    assert (meta["Name"], meta["Version"], meta["License"]) == ("rucio-metrics", VERSION, "Apache-2.0")
+    # The supported-versions table's Pythons, as python_requires and as classifiers.
+    assert meta["Requires-Python"] == str(python_requires())
+    classifiers = meta.get_all("Classifier")
+    pythons = [c for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert [c.rsplit(" :: ", 1)[1] for c in pythons] == list(PYTHONS)
+    assert "Framework :: Jupyter" in classifiers
+    assert set(classifiers) <= known_classifiers, set(classifiers) - known_classifiers  # PyPI refuses others
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert set(urls) == {"Documentation", "Changelog", "Source", "Issues"}
+    for url in urls.values():
+        assert url.startswith(REPOSITORY)
+        if "/blob/main/" in url:
+            assert (REPO / url.split("/blob/main/", 1)[1]).is_file(), url
+    dependencies = meta.get_all("Requires-Dist")
+    assert [d for d in dependencies if "extra ==" not in d] == \
+        ["jupyter_server>=2.4.0", "tornado>=6.2", "prometheus_client>=0.5.0", "traitlets"]
+
+
+def test_the_description_on_pypi_links_to_this_release_s_files(dist: tuple[Path, Path]) -> None:
+    # PyPI resolves no relative link: every one points at the tag of this version, at a file that exists.
+    description = wheel_metadata(dist[1]).get_payload()
+    assert isinstance(description, str) and description.startswith("# rucio_metrics")
+    targets = re.findall(r"\]\(([^)\s]+)\)", description)
+    assert targets and all(re.match(r"https?://|#", t) for t in targets), targets
+    ours = [t for t in targets if t.startswith(REPOSITORY)]
+    assert ours
+    for target in ours:
+        kind, tag, path = re.fullmatch(rf"{REPOSITORY}/(blob|raw)/([^/]+)/(.+?)(?:#.*)?", target).groups()  # type: ignore[union-attr]
+        assert tag == f"v{VERSION}" and (REPO / path).exists(), target
+        assert (kind == "raw") == path.endswith(".png"), target
+
+
+def test_the_wheel_and_the_sdist_carry_what_they_need(dist: tuple[Path, Path]) -> None:
+    sdist, wheel = dist
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+    assert f"rucio_metrics-{VERSION}.data/data/etc/jupyter/jupyter_server_config.d/rucio_metrics.json" in names
+    assert {"rucio_metrics/py.typed", "rucio_metrics/fleet.py", "rucio_metrics/build_info.py"} <= names
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "deploy/"))]
     with tarfile.open(sdist) as tar:
-        names = tar.getnames()
-    assert any(n.endswith("jupyter-config/jupyter_server_config.d/rucio_metrics.json") for n in names), names
-    assert any(n.endswith("/LICENSE") for n in names)
-    # The README links to these: they travel with it.
-    assert any(n.endswith("/docs/operations.md") for n in names) and any(n.endswith(".png") for n in names)
-    venv = root / "venv"
-    run(sys.executable, "-m", "venv", venv, env=env)
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", sdist, env=env)
-    return venv, env
+        in_sdist = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    # The README links to these: they travel with it; and the tests, to run from the sdist.
+    assert {"LICENSE", "CHANGELOG.md", "docs/operations.md", "docs/prometheus-graph.png", "setup.py",
+            "jupyter-config/jupyter_server_config.d/rucio_metrics.json", "tests/test_install.py"} <= in_sdist
+
+
+@pytest.fixture(scope="module")
+def installed(dist: tuple[Path, Path], clean_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with the wheel (not the checkout) and rucio-jupyterlab from PyPI."""
+    venv = tmp_path_factory.mktemp("venv")
+    run(sys.executable, "-m", "venv", venv, env=clean_env)
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile", dist[1],
+        "rucio-jupyterlab", env=clean_env)
+    return venv
 
 
 def extension_state(venv: Path, env: dict[str, str]) -> str:
@@ -46,18 +125,33 @@ def extension_state(venv: Path, env: dict[str, str]) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", listing)  # drop colours
 
 
-def test_pip_install_enables_the_extension(installed):
-    venv, env = installed
-    shipped = venv / "etc" / "jupyter" / "jupyter_server_config.d" / "rucio_metrics.json"
+def test_pip_install_of_the_wheel_enables_the_extension(installed: Path, clean_env: dict[str, str]) -> None:
+    shipped = installed / "etc" / "jupyter" / "jupyter_server_config.d" / "rucio_metrics.json"
     assert shipped.is_file()
-    listing = extension_state(venv, env)
+    listing = extension_state(installed, clean_env)
     assert "rucio_metrics enabled" in listing
-    assert re.search(rf"rucio_metrics {re.escape(rucio_metrics.__version__)} +OK", listing), listing
+    assert re.search(rf"rucio_metrics {re.escape(VERSION)} +OK", listing), listing
 
 
-def test_disable_and_enable(installed):
-    venv, env = installed
-    run(venv / "bin" / "jupyter", "server", "extension", "disable", "rucio_metrics", env=env)
-    assert "rucio_metrics disabled" in extension_state(venv, env)
-    run(venv / "bin" / "jupyter", "server", "extension", "enable", "rucio_metrics", env=env)
-    assert "rucio_metrics enabled" in extension_state(venv, env)
+def test_a_real_server_from_the_wheel_serves_the_metrics(installed: Path) -> None:
+    # Only rucio-jupyterlab is enabled by our config: rucio_metrics by the wheel's own json.
+    only_rucio = {"ServerApp": {"jpserver_extensions": {"rucio_jupyterlab.server": True}}}
+    with JupyterServerProcess(python=str(installed / "bin" / "python"), extra_config=only_rucio) as server:
+        assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+        samples = server.samples()
+        build_info = server.samples("rucio_metrics_")
+        log = server.log()
+    assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 16
+    assert sample(samples, "rucio_jupyterlab_http_requests_total", handler="/rucio-jupyterlab/instances",
+                  method="GET", status_code="200") == 1
+    [(_, labels)] = build_info
+    assert dict(labels)["version"] == VERSION
+    # The server imported the wheel's copy in the environment, not this checkout.
+    assert f"{installed}/lib/" in log and str(REPO / "rucio_metrics") not in log
+
+
+def test_disable_and_enable(installed: Path, clean_env: dict[str, str]) -> None:
+    run(installed / "bin" / "jupyter", "server", "extension", "disable", "rucio_metrics", env=clean_env)
+    assert "rucio_metrics disabled" in extension_state(installed, clean_env)
+    run(installed / "bin" / "jupyter", "server", "extension", "enable", "rucio_metrics", env=clean_env)
+    assert "rucio_metrics enabled" in extension_state(installed, clean_env)

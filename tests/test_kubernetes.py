@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+import rucio_metrics
+
 from .servers.jupyter_server_process import REPO
 from .support.deploy_files import (
     DASHBOARD,
@@ -343,10 +345,13 @@ def test_the_docs_network_policy_rule_is_the_shipped_one() -> None:
     assert ingress == load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]
 
 
-def test_the_readme_image_line_installs_a_wheel_of_this_package() -> None:
-    section = readme_section()
-    assert "RUN pip install --no-cache-dir rucio_metrics-*.whl" in section
-    assert "RUN pip install --no-cache-dir rucio_metrics-*.whl" in Z2JH_VALUES.read_text()
+def test_the_image_line_installs_this_release_or_a_wheel_of_the_checkout() -> None:
+    # The released distribution at this version (scripts/release_check.py keeps the pins in step),
+    # and the wheel route for unreleased code.
+    release = f"RUN pip install --no-cache-dir rucio-metrics=={rucio_metrics.__version__}"
+    for text in (readme_section(), Z2JH_VALUES.read_text()):
+        assert release in text
+        assert "RUN pip install --no-cache-dir rucio_metrics-*.whl" in text
 
 
 # Every z2jh Helm value the docs and deploy/ name, as checked against z2jh's own values.schema.yaml of
