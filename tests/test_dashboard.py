@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from .support.broken_copy import broken
 from .support.deploy_files import DASHBOARD, dashboard, kubernetes_objects
 from .support.grafana_dashboard import (
     GRID_COLUMNS,
@@ -60,20 +61,6 @@ def collapsed(board: Dashboard) -> Dashboard:
         else:
             kept.append(panel)
     result["panels"] = kept
-    return result
-
-
-def broken(board: Dashboard, path: str, value: Any, *, rename: str | None = None) -> Dashboard:
-    """A copy of ``board`` with the field at ``path`` (slashes; digits index lists) set to ``value`` or renamed."""
-    result = copy.deepcopy(board)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split("/")]
-    node = result
-    for part in parents:
-        node = node[part]
-    if rename is not None:
-        node[rename] = node.pop(last)
-    else:
-        node[last] = value
     return result
 
 

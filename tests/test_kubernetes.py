@@ -22,6 +22,7 @@ import yaml
 import rucio_metrics
 
 from .servers.jupyter_server_process import REPO
+from .support.broken_copy import broken
 from .support.deploy_files import (
     DASHBOARD,
     KUBERNETES_DIR,
@@ -81,20 +82,6 @@ def test_the_folder_holds_the_objects_the_kustomization_applies_and_the_helm_val
 def test_every_object_is_valid_against_its_schema(objects: dict[str, Any]) -> None:
     found = dict(zip(objects, problems(list(objects.values()))))
     assert found == {kind: [] for kind in objects}, (KUBERNETES_VERSION, operator_models_version())
-
-
-def broken(obj: dict[str, Any], path: str, value: Any, *, rename: str | None = None) -> dict[str, Any]:
-    """A copy of ``obj`` with the field at ``path`` (slashes; digits index lists) set to ``value`` or renamed."""
-    result = copy.deepcopy(obj)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split("/")]
-    node = result
-    for part in parents:
-        node = node[part]
-    if rename is not None:
-        node[rename] = node.pop(last)
-    else:
-        node[last] = value
-    return result
 
 
 BROKEN = {

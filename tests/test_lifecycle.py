@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from jupyter_server.serverapp import ServerApp
@@ -157,18 +159,27 @@ async def test_a_second_load_warns_for_every_option_it_cannot_change(jp_serverap
     ]
 
 
-async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_serverapp, caplog, monkeypatch):
-    def broken(*args: object) -> list[str]:
-        raise RuntimeError("walk failed")
+@contextmanager
+def loaded_with_a_failure(jp_serverapp: ServerApp, monkeypatch: pytest.MonkeyPatch, target: str
+                          ) -> Iterator[CollectorRegistry]:
+    """rucio_metrics loaded on a fresh registry while ``target`` raises; loaded on the global one again after."""
+    def fail(*args: object) -> None:
+        raise RuntimeError(f"{target} failed")
 
     registry = CollectorRegistry()
-    monkeypatch.setattr("rucio_metrics.extension.instrument_app", broken)
+    monkeypatch.setattr(target, fail)
     try:
-        with caplog.at_level(logging.ERROR):
-            assert load(jp_serverapp, registry) is not None
+        assert load(jp_serverapp, registry) is not None
+        yield registry
     finally:
         monkeypatch.undo()
         load(jp_serverapp)  # the hook back to the global registry
+
+
+async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_serverapp, caplog, monkeypatch):
+    with caplog.at_level(logging.ERROR), \
+            loaded_with_a_failure(jp_serverapp, monkeypatch, "rucio_metrics.extension.instrument_app") as registry:
+        pass
     # 0 with the server up: the RoutesNotInstrumented alert's condition.
     assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 0
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
@@ -177,20 +188,11 @@ async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_
 
 
 async def test_the_routes_are_measured_when_the_versions_cannot_be_read(jp_serverapp, jp_fetch, caplog, monkeypatch):
-    def broken() -> dict[str, str]:
-        raise RuntimeError("no metadata")
-
-    registry = CollectorRegistry()
-    monkeypatch.setattr("rucio_metrics.build_info.versions", broken)
-    try:
-        with caplog.at_level(logging.WARNING):
-            assert load(jp_serverapp, registry) is not None
+    with caplog.at_level(logging.WARNING), \
+            loaded_with_a_failure(jp_serverapp, monkeypatch, "rucio_metrics.build_info.versions") as registry:
         before = instances_count()
         assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
         assert instances_count() - before == 1
-    finally:
-        monkeypatch.undo()
-        load(jp_serverapp)  # the hook back to the global registry
     assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") is not None
     assert registry.get_sample_value("rucio_metrics_build_info") is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
