@@ -423,47 +423,59 @@ def test_every_hub_scrape_config_names_the_rucio_instance_rucio_instance(
 ESCAPED_USERS = {"jürgen": "/user/j%C3%BCrgen/", "first+last@example.org": "/user/first%2Blast@example.org/"}
 
 
-@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(tmp_path: Path, shipped: str) -> None:
-    # The annotation holds the raw name; Prometheus escapes the path it builds from it
-    # with Go's rules, and rucio_metrics answers Go's spelling where it differs from the hub's.
+@pytest.fixture(scope="module")
+def escaped_servers() -> Iterator[dict[str, JupyterServerProcess]]:
+    """A server for each of ESCAPED_USERS, at the base_url the hub gives it; shared by both scrape configs."""
     servers = {user: JupyterServerProcess(base_url=base_url) for user, base_url in ESCAPED_USERS.items()}
     try:
         start_all(list(servers.values()))
-        pods = [kubernetes_pod(server, user) for user, server in servers.items()]
-        with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
-            targets = prometheus.wait_for_targets(len(servers))
-            assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
-                (user, "up", "") for user in ESCAPED_USERS
-            )
-            assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
-                (user,): 16.0 for user in ESCAPED_USERS
-            }
+        yield servers
     finally:
         for server in servers.values():
             server.stop()
 
 
 @pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_relabelling_with_another_hub_base_url(tmp_path: Path, shipped: str) -> None:
+def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(
+    escaped_servers: dict[str, JupyterServerProcess], tmp_path: Path, shipped: str
+) -> None:
+    # The annotation holds the raw name; Prometheus escapes the path it builds from it
+    # with Go's rules, and rucio_metrics answers Go's spelling where it differs from the hub's.
+    pods = [kubernetes_pod(server, user) for user, server in escaped_servers.items()]
+    with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
+        targets = prometheus.wait_for_targets(len(escaped_servers))
+        assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
+            (user, "up", "") for user in ESCAPED_USERS
+        )
+        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
+            (user,): 16.0 for user in ESCAPED_USERS
+        }
+
+
+@pytest.fixture(scope="module")
+def server_under_another_hub_base_url() -> Iterator[JupyterServerProcess]:
+    with JupyterServerProcess(base_url="/jupyter/user/dave/") as server:
+        yield server
+
+
+@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
+def test_zero_to_jupyterhub_relabelling_with_another_hub_base_url(
+    server_under_another_hub_base_url: JupyterServerProcess, tmp_path: Path, shipped: str
+) -> None:
     # z2jh's hub.baseUrl /jupyter/ puts every server under /jupyter/user/<name>/; the docs say to set it in
     # the one rule marked hub.baseUrl. Without that edit every scrape would be a 404.
-    server = JupyterServerProcess(base_url="/jupyter/user/dave/")
-    try:
-        server.start()
-        config = pod_scrape_config(shipped, [kubernetes_pod(server, "dave")], tmp_path)
-        with PrometheusProcess(config) as prometheus:
-            prometheus.wait_for_targets(1)
-            prometheus.wait_until(lambda: prometheus.targets()[0]["health"] == "down", 30, "a failed scrape")
-            [target] = prometheus.targets()
-            assert target["scrapeUrl"].endswith(f"127.0.0.1:{server.port}/user/dave/metrics")
-            assert "404" in target["lastError"]
-        [job] = config["scrape_configs"]
-        [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__tmp_hub_base_url"]
-        rule["replacement"] = "/jupyter/"
-        with PrometheusProcess(config) as prometheus:
-            [target] = prometheus.wait_for_scrapes_after(time.time())
-            assert (target["scrapeUrl"], target["health"]) == (server.url("metrics"), "up")
-            assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {("dave",): 16.0}
-    finally:
-        server.stop()
+    server = server_under_another_hub_base_url
+    config = pod_scrape_config(shipped, [kubernetes_pod(server, "dave")], tmp_path)
+    with PrometheusProcess(config) as prometheus:
+        prometheus.wait_for_targets(1)
+        prometheus.wait_until(lambda: prometheus.targets()[0]["health"] == "down", 30, "a failed scrape")
+        [target] = prometheus.targets()
+        assert target["scrapeUrl"].endswith(f"127.0.0.1:{server.port}/user/dave/metrics")
+        assert "404" in target["lastError"]
+    [job] = config["scrape_configs"]
+    [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__tmp_hub_base_url"]
+    rule["replacement"] = "/jupyter/"
+    with PrometheusProcess(config) as prometheus:
+        [target] = prometheus.wait_for_scrapes_after(time.time())
+        assert (target["scrapeUrl"], target["health"]) == (server.url("metrics"), "up")
+        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {("dave",): 16.0}
