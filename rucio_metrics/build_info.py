@@ -33,12 +33,13 @@ LABELS = ("version", "rucio_jupyterlab_version", "jupyter_server_version", "pyth
 
 
 def installed_version(distribution: str) -> str:
-    """The installed version of ``distribution``, or "" when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed version of ``distribution``, or "" when it is not installed (or its metadata is broken)."""
+    from importlib.metadata import version
 
     try:
-        return version(distribution)
-    except PackageNotFoundError:
+        # Python 3.9 and 3.10 give None for metadata without a Version field.
+        return str(version(distribution) or "")
+    except Exception:  # PackageNotFoundError, or metadata that cannot be read
         return ""
 
 
@@ -58,16 +59,14 @@ class BuildInfo(OncePerRegistry):
     """``rucio_metrics_build_info`` on one registry; use ``BuildInfo.on(registry)``."""
 
     def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
-        self.labels = versions()
+        self.labels = {label: str(value) for label, value in versions().items()}
+        # Built here, once: anything wrong shows at load, where it is caught, never at a scrape.
+        self._family = GaugeMetricFamily(BUILD_INFO, BUILD_INFO_HELP, labels=LABELS)
+        self._family.add_metric([self.labels[label] for label in LABELS], 1.0)
         registry.register(self)
 
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(BUILD_INFO, BUILD_INFO_HELP, labels=LABELS)
-
     def describe(self) -> Iterator[Metric]:
-        yield self._family()
+        yield GaugeMetricFamily(BUILD_INFO, BUILD_INFO_HELP, labels=LABELS)
 
     def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        family.add_metric([self.labels[label] for label in LABELS], 1.0)
-        yield family
+        yield self._family

@@ -35,12 +35,18 @@ def problems(root: Path, tag: str) -> list[str]:
     if not released or released[0][0] != v:
         found.append(f"CHANGELOG.md: the newest release section is not '## [{v}] - <date>'")
     else:
+        day = released[0][1]
         try:
-            date.fromisoformat(released[0][1])
+            # fromisoformat alone also takes 20261201 and week dates; Keep a Changelog wants YYYY-MM-DD.
+            valid = bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", day)) and bool(date.fromisoformat(day))
         except ValueError:
-            found.append(f"CHANGELOG.md: the section of {v} has no ISO date (YYYY-MM-DD): {released[0][1]!r}")
+            valid = False
+        if not valid:
+            found.append(f"CHANGELOG.md: the section of {v} has no ISO date (YYYY-MM-DD): {day!r}")
     if not re.search(rf"^\[{re.escape(v)}\]: \S+/releases/tag/v{re.escape(v)}$", changelog, re.M):
         found.append(f"CHANGELOG.md: no link '[{v}]: .../releases/tag/v{v}' at the end")
+    if not re.search(rf"^\[Unreleased\]: \S+/compare/v{re.escape(v)}\.\.\.HEAD$", changelog, re.M):
+        found.append(f"CHANGELOG.md: the [Unreleased] link does not compare from v{v} ('.../compare/v{v}...HEAD')")
     # What an operator copies: the pinned install, and what the extension list then shows.
     expected = {
         "README.md": [f"pip install rucio-metrics=={v}", f"rucio_metrics {v} OK"],

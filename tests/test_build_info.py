@@ -28,6 +28,12 @@ def test_a_distribution_not_installed_is_an_empty_version() -> None:
     assert installed_version("no-such-distribution-here") == ""
 
 
+def test_metadata_without_a_version_is_an_empty_version(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # What Python 3.9 and 3.10 give for a dist-info without Version: the scrape must not break on it.
+    monkeypatch.setattr("importlib.metadata.version", lambda distribution: None)
+    assert installed_version("rucio-jupyterlab") == ""
+
+
 def test_one_series_at_1_that_promtool_accepts(registry: CollectorRegistry) -> None:
     info = BuildInfo.on(registry)
     assert BuildInfo.on(registry) is info

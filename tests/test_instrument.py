@@ -215,7 +215,7 @@ async def test_the_duration_counts_from_the_headers_not_from_when_the_body_arriv
     assert status_line.startswith(b"HTTP/1.1 200")
     assert count(registry, "sync", "PUT") == 1
     duration = registry.get_sample_value(DURATION_SUM, {"handler": f"{PREFIX}/sync", "method": "PUT"})
-    assert 0.5 <= duration < 5
+    assert 0.45 <= duration < 5  # the wait, less what parsing the headers took; 0.000 without the correction
 
 
 async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(registry, http_server_port):

@@ -6,6 +6,7 @@ The built files themselves (twine, the wheel in a fresh environment) are tests/t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def test_publishing_uses_trusted_publishing_and_nothing_else_can_publish() -> No
     assert uses == ["actions/download-artifact@v4", "pypa/gh-action-pypi-publish@release/v1"]
     # No token or password: trusted publishing needs none, so the repository holds none.
     assert "secrets." not in WORKFLOW.read_text() and "password" not in WORKFLOW.read_text()
-    # Every action is pinned to a release, never a branch like @main.
+    # Every action names a release (the publish action's documented ref is its release/v1 line), never @main.
     for job in w["jobs"].values():
         for step in job["steps"]:
             if "uses" in step:
@@ -132,16 +133,18 @@ def test_the_release_check_names_what_does_not_follow_the_version(copy_of_the_re
     assert "release_check: CHANGELOG.md: the newest release section is not '## [9.9.9] - <date>'" in problems
     assert "release_check: README.md: does not say 'pip install rucio-metrics==9.9.9'" in problems
     assert "release_check: deploy/kubernetes/z2jh-values.yaml: does not say 'rucio-metrics==9.9.9'" in problems
-    assert len(problems) == 7, problems
+    assert len(problems) == 8, problems
 
 
 def test_the_release_check_wants_a_dated_changelog_section(copy_of_the_release_files: Path) -> None:
     changelog = copy_of_the_release_files / "CHANGELOG.md"
     v = rucio_metrics.__version__
-    changelog.write_text(changelog.read_text().replace(f"## [{v}] - ", f"## [{v}] - soon "))
-    done = release_check(TAG, cwd=copy_of_the_release_files)
-    assert done.returncode == 1
-    assert done.stderr == f"release_check: CHANGELOG.md: the section of {v} has no ISO date (YYYY-MM-DD): 'soon'\n"
+    text = changelog.read_text()
+    for day in ("soon", "20261201", "2026-W48-2"):
+        changelog.write_text(re.sub(rf"^## \[{re.escape(v)}\] - \S+", f"## [{v}] - {day}", text, flags=re.M))
+        done = release_check(TAG, cwd=copy_of_the_release_files)
+        assert done.returncode == 1
+        assert done.stderr == f"release_check: CHANGELOG.md: the section of {v} has no ISO date (YYYY-MM-DD): {day!r}\n"
 
 
 def test_the_changelog_is_keep_a_changelog() -> None:
