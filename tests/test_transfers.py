@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,13 +204,37 @@ def test_an_upload_to_an_rse_without_quota_fails(transfers: Transfers) -> None:
 def descendants(server: JupyterServerProcess) -> list[psutil.Process]:
     """The server's transfer processes (under forkserver the fork server's children); no helper processes."""
     assert server.process is not None
+    return running_descendants(server.process.pid)
+
+
+def running_descendants(pid: int) -> list[psutil.Process]:
+    """The running processes below ``pid``, but multiprocessing's helpers; an ended child not yet reaped
+    (a zombie) or one gone meanwhile is not running."""
     found = []
-    for p in psutil.Process(server.process.pid).children(recursive=True):
-        command = " ".join(p.cmdline())
-        helper = "resource_tracker" in command or ("forkserver" in command and p.ppid() == server.process.pid)
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            command = " ".join(p.cmdline())
+            helper = "resource_tracker" in command or ("forkserver" in command and p.ppid() == pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
         if not helper:
             found.append(p)
     return found
+
+
+def test_an_ended_child_not_yet_reaped_is_not_a_transfer_process() -> None:
+    # A transfer child that ended stays a zombie until its parent reaps it; reading its command line
+    # raised ZombieProcess and failed the test that looked for the next child.
+    parent = subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork() == 0: os._exit(0)\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while not [c for c in psutil.Process(parent.pid).children() if c.status() == psutil.STATUS_ZOMBIE]:
+            assert time.monotonic() < deadline, "no zombie child"
+            time.sleep(0.01)
+        assert running_descendants(parent.pid) == []
+    finally:
+        parent.kill()
+        parent.wait(10)
 
 
 def new_child(server: JupyterServerProcess, known: set[int]) -> psutil.Process:
