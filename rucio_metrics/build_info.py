@@ -59,14 +59,14 @@ class BuildInfo(OncePerRegistry):
     """``rucio_metrics_build_info`` on one registry; use ``BuildInfo.on(registry)``."""
 
     def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
-        self.labels = {label: str(value) for label, value in versions().items()}
+        self.labels = versions()
         # Built here, once: anything wrong shows at load, where it is caught, never at a scrape.
         self._family = GaugeMetricFamily(BUILD_INFO, BUILD_INFO_HELP, labels=LABELS)
         self._family.add_metric([self.labels[label] for label in LABELS], 1.0)
         registry.register(self)
 
     def describe(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(BUILD_INFO, BUILD_INFO_HELP, labels=LABELS)
+        yield self._family
 
     def collect(self) -> Iterator[Metric]:
         yield self._family

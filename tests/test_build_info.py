@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import platform
+import re
 from importlib.metadata import version
 
 import jupyter_server
 from prometheus_client import CollectorRegistry, generate_latest
 
 import rucio_metrics
-from rucio_metrics.build_info import BUILD_INFO, BuildInfo, installed_version
+from rucio_metrics.build_info import BUILD_INFO, LABELS, BuildInfo, installed_version
 
+from .servers.jupyter_server_process import REPO
 from .support.deploy_files import promtool
 
 
@@ -43,3 +45,10 @@ def test_one_series_at_1_that_promtool_accepts(registry: CollectorRegistry) -> N
     assert f"# TYPE {BUILD_INFO} gauge" in text and f"# HELP {BUILD_INFO} " in text
     result = promtool("check", "metrics", stdin=text)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_the_readme_and_the_metrics_page_list_it_as_the_code_has_it() -> None:
+    labels = ", ".join(f"`{label}`" for label in LABELS)
+    for page in ("README.md", "docs/metrics.md"):
+        text = (REPO / page).read_text()
+        assert re.search(rf"^\| `{BUILD_INFO}` \| gauge \| {re.escape(labels)} \| ", text, re.M), page
