@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
-from traitlets import Bool, CaselessStrEnum, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
 from .buckets import DEFAULT_BUCKETS, histogram_bounds
@@ -17,6 +18,12 @@ __all__ = ["DEFAULT_BUCKETS", "RucioMetrics", "load_options"]
 # A prefix is matched as literal text at the start of a route's regex, so a
 # regex metacharacter in it would silently match nothing (or too much).
 _REGEX_CHARACTERS = re.compile(r"[\\^$.|?*+()\[\]{}]")
+
+# JupyterHub's own rule for custom scope names (jupyterhub.scopes): a name the hub would refuse is refused here.
+_CUSTOM_SCOPE = re.compile(r"^custom:[a-z0-9][a-z0-9_\-*:]+[a-z0-9_*]$")
+
+# Options whose value is never written to the log: a token pasted where a path belongs would be.
+_NOT_SHOWN = frozenset({"metrics_token_file"})
 
 
 class RucioMetrics(Configurable):
@@ -76,12 +83,24 @@ class RucioMetrics(Configurable):
     ).tag(config=True)
 
     hub_metrics_scope = Unicode(
-        "read:metrics",
-        help="""Under JupyterHub, <base_url>metrics also answers a hub token whose scopes include
-        this one, while that token still opens nothing else of the server (JupyterHub's own
-        access check refuses it everywhere else). The hub is asked once per token and cache
-        period, through the server's own HubAuth. Empty turns it off. Default: "read:metrics".
+        "custom:rucio-metrics:read:metrics",
+        help="""Under JupyterHub, <base_url>metrics also admits a hub token whose scopes include this
+        custom scope, which opens nothing else of the server (JupyterHub's own access check refuses
+        it everywhere else). A custom scope exists only once the hub admin defines it
+        (c.JupyterHub.custom_scopes) and grants it: until then no token holds it, so installing
+        rucio_metrics widens no credential. Built-in scopes (read:metrics, which also guards
+        /hub/metrics) are refused. Empty turns it off. Default: "custom:rucio-metrics:read:metrics".
         Example: c.RucioMetrics.hub_metrics_scope = "" """,
+    ).tag(config=True)
+
+    hub_token_cache_seconds = Float(
+        300.0,
+        min=0.0,
+        help="""Seconds the hub's answer about a scrape token is kept: a revoked token still reads
+        metrics this long after its revocation, and the hub is asked about each token once per
+        period and server (at 1,000 servers and 60 s, about 17 questions a second). 0 asks at every
+        scrape. Default: 300 (JupyterHub's own HubAuth.cache_max_age).
+        Example: c.RucioMetrics.hub_token_cache_seconds = 60""",
     ).tag(config=True)
 
     metrics_port = Integer(
@@ -96,15 +115,18 @@ class RucioMetrics(Configurable):
 
     metrics_ip = Unicode(
         "127.0.0.1",
-        help="""Address the metrics listener binds (with metrics_port). Default: "127.0.0.1".
+        help="""Address the metrics listener binds (with metrics_port). "" and "*" bind every
+        address of the machine (IPv4 and IPv6), like "0.0.0.0" and "::". Default: "127.0.0.1".
         Example: c.RucioMetrics.metrics_ip = "0.0.0.0" (in a pod that Prometheus scrapes)""",
     ).tag(config=True)
 
     metrics_token_file = Unicode(
         "",
-        help="""File holding the bearer token the metrics listener asks for (one line); re-read when it
-        changes. Empty: the listener asks for none, so only a network policy may gate it.
-        A file that is missing or empty keeps the listener off. Default: "".
+        help="""File holding the bearer token the metrics listener asks for (one line of at least 16
+        printable characters); re-read when it changes. Keep it readable by the server's user alone
+        (mode 0600): a group- or other-readable file is warned about. Empty: the listener asks for
+        none, so only a network policy may gate it. A file that is missing, empty or too short keeps
+        the listener off. The value is never shown in the log. Default: "".
         Example: c.RucioMetrics.metrics_token_file = "/etc/jupyter/metrics-token" """,
     ).tag(config=True)
 
@@ -119,6 +141,24 @@ class RucioMetrics(Configurable):
             if _REGEX_CHARACTERS.search(prefix):
                 raise TraitError(f"prefix {prefix!r} contains a regex character")
         return prefixes
+
+    @validate("hub_metrics_scope")
+    def _valid_hub_scope(self, proposal: dict[str, Any]) -> str:
+        scope = str(proposal["value"]).strip()
+        if scope and not _CUSTOM_SCOPE.match(scope):
+            raise TraitError(
+                "not a JupyterHub custom scope (custom:<name>, lower case): a built-in scope such as "
+                "read:metrics is held by tokens issued for other things, which would then read every "
+                "server's metrics"
+            )
+        return scope
+
+    @validate("hub_token_cache_seconds")
+    def _valid_cache_seconds(self, proposal: dict[str, Any]) -> float:
+        seconds = float(proposal["value"])
+        if not math.isfinite(seconds):
+            raise TraitError("must be a finite number of seconds")
+        return seconds
 
     @validate("buckets")
     def _valid_buckets(self, proposal: dict[str, Any]) -> list[float]:
@@ -141,14 +181,23 @@ def load_options(parent: Configurable, log: logging.Logger) -> RucioMetrics:
         try:
             RucioMetrics(config=Config({RucioMetrics.__name__: {name: value}}))
         except TraitError as e:
-            default = RucioMetrics.class_traits()[name].default()
+            trait = RucioMetrics.class_traits()[name]
+            shown, reason = _shown(value), str(e)
+            if name in _NOT_SHOWN:
+                # traitlets' own message quotes the value too.
+                shown, reason = _Hidden(), f"expected {trait.info()}"
             log.error(
                 "rucio_metrics: invalid option RucioMetrics.%s = %r: %s. Using the default %r.",
-                name, _shown(value), e, default,
+                name, shown, reason, trait.default(),
             )
             continue
         valid[name] = value
     return RucioMetrics(parent=parent, config=Config({RucioMetrics.__name__: valid}))
+
+
+class _Hidden:
+    def __repr__(self) -> str:
+        return "<not shown>"
 
 
 def _shown(value: Any) -> Any:

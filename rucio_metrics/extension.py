@@ -117,13 +117,15 @@ def admit_metrics_scope(
     if not scope or hub_auth_of(serverapp) is None:
         return  # not asked for, or no hub to ask
     try:
-        admitted = admit_hub_scope(web_app, base_url, scope)
+        admitted = admit_hub_scope(web_app, base_url, scope, options.hub_token_cache_seconds)
     except Exception:
         log.warning("rucio_metrics: RucioMetrics.hub_metrics_scope = %r could not be set up", scope, exc_info=True)
         return
     if admitted:
-        log.info("rucio_metrics: %smetrics also admits hub tokens with the scope %s, and they open nothing else",
-                 base_url, scope)
+        log.info(
+            "rucio_metrics: %smetrics also admits hub tokens with the scope %s, and they open nothing else; "
+            "the hub's answer about a token is kept %g s", base_url, scope, options.hub_token_cache_seconds,
+        )
     else:
         log.warning("rucio_metrics: RucioMetrics.hub_metrics_scope = %r: no metrics handler at %smetrics",
                     scope, base_url)

@@ -7,7 +7,7 @@ writes them in Prometheus' ``file_sd_configs`` format; Prometheus picks up
 the file whenever it changes::
 
     python -m rucio_metrics.fleet --hub-url https://hub.example.org/ \\
-        --token-file /etc/prometheus/jupyterhub-token \\
+        --token-file /etc/prometheus/jupyterhub-fleet-token \\
         --output /etc/prometheus/targets/jupyterhub.json --interval 30
 
 Each server is one target group: the proxy's address, the server's path in
@@ -21,12 +21,15 @@ named server) so series of different servers never collide:
   'labels': {'__scheme__': 'https', '__metrics_path__': '/user/alice/metrics',
              'instance': 'alice', 'user': 'alice'}}]
 
-The token needs the scopes ``list:users`` and ``read:servers`` (to list the
-servers); Prometheus' scrape token needs ``read:metrics``, which rucio_metrics
-admits at each server's metrics (one token may hold all three, and should
-hold no ``access:servers``: that opens every user's server). Only the
-standard library is used, so the helper runs wherever rucio_metrics is
-installed, without a Jupyter server.
+Two tokens, never one: this helper's token holds ``list:users`` and
+``read:servers`` (it lists the hub's users and servers), while Prometheus'
+scrape token holds only the custom scope rucio_metrics admits at each
+server's metrics. The scrape token is sent to every user's server, and a
+single-user server runs its user's code, so every user can keep it: it must
+open nothing but metrics. Neither token should hold ``access:servers``,
+which opens every user's whole server. Only the standard library is used,
+so the helper runs wherever rucio_metrics is installed, without a Jupyter
+server.
 
 What it trusts: the hub's origin (scheme, host and port of ``--hub-url``)
 and nothing else. The token is sent only there; a redirect to another
@@ -51,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .token_file import token_problem
+from .token_file import readable_by_others, token_problem
 
 # Ask for JupyterHub's paginated list form ({"items": [...], "_pagination": {...}});
 # a hub that predates it answers with a plain list, which is handled too.
@@ -234,10 +237,14 @@ def read_token(token_file: str | None) -> str:
     shown: it must be one line of printable ASCII without spaces.
     """
     if token_file:
-        token = Path(token_file).read_text(errors="replace").strip()
+        # The path is never shown: a token given in its place would be printed.
+        try:
+            token = Path(token_file).read_text(errors="replace").strip()
+        except OSError as e:
+            raise FleetError(f"--token-file: the file cannot be read ({e.strerror or type(e).__name__})") from None
         problem = token_problem(token)
         if problem:
-            raise FleetError(f"token file {token_file} {problem}")
+            raise FleetError(f"--token-file: the file {problem}")
         return token
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
     if not token:
@@ -284,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--hub-url", required=True, help="the hub's public URL (its proxy), e.g. https://hub.example.org/")
     parser.add_argument(
-        "--token-file", help="file holding a hub API token with list:users and read:servers "
+        "--token-file", help="file holding this helper's hub API token, with list:users and read:servers and "
+        "nothing else; never the token Prometheus sends to the servers, which every user can read "
         "(default: $JUPYTERHUB_API_TOKEN)",
     )
     parser.add_argument("--output", required=True, type=Path, help="the file_sd JSON file to write")
@@ -295,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the Hub API (default: 30)")
     args = parser.parse_args(argv)
 
+    if args.token_file and readable_by_others(args.token_file):
+        print("rucio_metrics.fleet: warning: --token-file: the file may be read by its group or by anyone on "
+              "the machine; make it readable by this helper's user alone (chmod 600)", file=sys.stderr, flush=True)
     while True:
         token = ""
         try:

@@ -24,7 +24,8 @@ def test_defaults(caplog):
     assert options.latency_metric == "summary"
     assert options.buckets == list(DEFAULT_BUCKETS)
     assert options.outbound_enabled is True
-    assert options.hub_metrics_scope == "read:metrics"
+    assert options.hub_metrics_scope == "custom:rucio-metrics:read:metrics"
+    assert options.hub_token_cache_seconds == 300
     assert (options.metrics_port, options.metrics_ip, options.metrics_token_file) == (0, "127.0.0.1", "")
     assert caplog.records == []
 
@@ -59,7 +60,14 @@ def test_valid_values_are_taken(caplog):
     ("metrics_port", 70000, "greater than 65535"),
     ("metrics_port", -1, "less than 0"),
     ("metrics_port", "9101x", "expected an int"),
-    ("metrics_token_file", 5, "expected a unicode string"),
+    ("hub_metrics_scope", "read:metrics", "not a JupyterHub custom scope"),
+    ("hub_metrics_scope", "access:servers", "not a JupyterHub custom scope"),
+    ("hub_metrics_scope", "custom:Rucio", "not a JupyterHub custom scope"),
+    ("hub_metrics_scope", "custom:a", "not a JupyterHub custom scope"),
+    ("hub_token_cache_seconds", -1, "less than 0"),
+    ("hub_token_cache_seconds", float("nan"), "finite"),
+    ("hub_token_cache_seconds", float("inf"), "finite"),
+    ("hub_token_cache_seconds", "soon", "expected a float"),
 ])
 def test_a_bad_value_is_logged_with_option_and_value_and_the_default_kept(caplog, name, value, reason):
     values = {"latency_metric": "histogram", name: value}
@@ -72,6 +80,21 @@ def test_a_bad_value_is_logged_with_option_and_value_and_the_default_kept(caplog
     assert reason in messages[0]
     if name != "latency_metric":
         assert options.latency_metric == "histogram"  # the good options still apply
+
+
+@pytest.mark.parametrize("scope", ["", "custom:rucio-metrics:read:metrics", "custom:monitoring:read", "custom:a1b"])
+def test_custom_scopes_and_none_are_taken(caplog, scope):
+    assert options_from(caplog, hub_metrics_scope=scope).hub_metrics_scope == scope
+    assert caplog.records == []
+
+
+def test_a_bad_token_file_option_never_shows_its_value(caplog):
+    # A token may be pasted where the path belongs; traitlets' own message would quote it.
+    options_from(caplog, metrics_token_file=["0f" * 32])
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "0f0f" not in message
+    assert message.startswith("rucio_metrics: invalid option RucioMetrics.metrics_token_file = <not shown>: "
+                              "expected a unicode string")
 
 
 def test_command_line_values(caplog):

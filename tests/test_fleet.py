@@ -3,15 +3,16 @@
 JupyterHub (configurable-http-proxy, dummy authenticator, local processes)
 spawns alice's and bob's servers with rucio-jupyterlab and rucio_metrics;
 carol exists but has no server. ``python -m rucio_metrics.fleet`` writes the
-file-SD targets from the Hub REST API with the Prometheus service's token
-(scopes list:users, read:servers, read:metrics only), and Prometheus runs
-deploy/prometheus/jupyterhub-fleet.yml with that token and that file. The
-test's requests go through the hub to each user's Rucio routes.
+file-SD targets from the Hub REST API with the fleet helper's token (scopes
+list:users, read:servers), and Prometheus runs
+deploy/prometheus/jupyterhub-fleet.yml with that file and the scrape token,
+a second token whose only scope is the custom scope rucio_metrics admits.
+The test's requests go through the hub to each user's Rucio routes.
 
-That token reads every server's metrics and opens nothing else of any
+The scrape token reads every server's metrics and opens nothing else of any
 server: it is refused on the user's Rucio credentials, kernels, files,
 sessions and terminals, through the proxy and straight at the server's own
-port (where the Zero to JupyterHub PodMonitor scrapes).
+port, and on the hub's API. The servers run rucio_metrics' default options.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .servers.jupyter_server_process import REPO
-from .servers.jupyterhub_process import ADMIN_TOKEN, PROMETHEUS_TOKEN, JupyterHubProcess
+from .servers.jupyterhub_process import (
+    ADMIN_TOKEN,
+    FLEET_TOKEN,
+    HUB_METRICS_TOKEN,
+    METRICS_SCOPE,
+    SCRAPE_TOKEN,
+    JupyterHubProcess,
+)
 from .servers.prometheus_process import PrometheusProcess
 from .support.deploy_files import deploy_config, kubernetes_pod_target, pod_discovery_config
 
@@ -48,7 +56,8 @@ TRAFFIC = [
 class HubFleet:
     hub: JupyterHubProcess
     prometheus: PrometheusProcess
-    token_file: Path
+    fleet_token_file: Path
+    scrape_token_file: Path
     targets_file: Path
     helper_report: str
 
@@ -64,15 +73,17 @@ def run_fleet_helper(hub: JupyterHubProcess, token_file: Path, output: Path) -> 
 @pytest.fixture(scope="module")
 def hub_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubFleet]:
     root = tmp_path_factory.mktemp("fleet")
-    token_file = root / "jupyterhub-token"
-    token_file.write_text(PROMETHEUS_TOKEN + "\n")
+    fleet_token_file, scrape_token_file = root / "jupyterhub-fleet-token", root / "jupyterhub-scrape-token"
+    for path, token in ((fleet_token_file, FLEET_TOKEN), (scrape_token_file, SCRAPE_TOKEN)):
+        path.write_text(token + "\n")
+        path.chmod(0o600)
     targets_file = root / "jupyterhub.json"
     with JupyterHubProcess() as hub:
         hub.start_servers(["alice", "bob"])
         hub.create_users(["carol"])  # a user without a server is no target
-        helper = run_fleet_helper(hub, token_file, targets_file)
+        helper = run_fleet_helper(hub, fleet_token_file, targets_file)
         assert helper.returncode == 0, helper.stderr
-        config = deploy_config("jupyterhub-fleet.yml", token_file, file_sd=targets_file)
+        config = deploy_config("jupyterhub-fleet.yml", scrape_token_file, file_sd=targets_file)
         with PrometheusProcess(config) as prometheus:
             prometheus.wait_for_targets(2)
             for user, route, status, times in TRAFFIC:
@@ -80,7 +91,7 @@ def hub_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubFleet]:
                     got = hub.request("GET", f"/user/{user}/{route}").status_code
                     assert got == status, f"GET /user/{user}/{route} through the hub: {got}, expected {status}"
             prometheus.wait_for_scrapes_after(time.time())
-            yield HubFleet(hub, prometheus, token_file, targets_file, helper.stderr.strip())
+            yield HubFleet(hub, prometheus, fleet_token_file, scrape_token_file, targets_file, helper.stderr.strip())
 
 
 def test_helper_lists_the_running_servers_from_the_hub_api(hub_fleet: HubFleet) -> None:
@@ -153,7 +164,7 @@ def server_url(hub: JupyterHubProcess, user: str, path: str) -> str:
     return hub.url + hub.user(user)["servers"][""]["url"].lstrip("/") + path
 
 
-def check_metrics_only(base: str, token: str = PROMETHEUS_TOKEN) -> None:
+def check_metrics_only(base: str, token: str = SCRAPE_TOKEN) -> None:
     """``token`` reads ``<base>metrics`` with every family, is refused everywhere else; no token reads nothing."""
     auth = {"Authorization": f"Bearer {token}"}
     metrics = requests.get(base + "metrics", headers=auth, timeout=30)
@@ -178,13 +189,45 @@ def test_the_metrics_credential_opens_nothing_else_through_the_proxy(hub_fleet: 
     assert requests.get(server_url(hub, "alice", "api/sessions"), headers=admin, timeout=30).status_code == 200
     auth = requests.get(server_url(hub, "alice", "rucio-jupyterlab/instances"), headers=admin, timeout=30)
     assert auth.status_code == 200
-    # On the hub's own API it lists (what the fleet helper needs) and changes nothing.
-    token = {"Authorization": f"token {PROMETHEUS_TOKEN}"}
-    assert requests.get(f"{hub.url}hub/api/users", headers=token, timeout=30).status_code == 200
-    for method, path in [("POST", "users/carol/server"), ("DELETE", "users/alice/server"),
-                         ("POST", "users/alice/tokens"), ("POST", "users"), ("GET", "users/alice/tokens")]:
-        got = requests.request(method, f"{hub.url}hub/api/{path}", headers=token, json={}, timeout=30)
-        assert got.status_code in (403, 404), f"{method} /hub/api/{path} with the metrics credential: {got.status_code}"
+    # On the hub's own API the scrape token reads nothing; the fleet helper's lists, and changes nothing.
+    hub_api = [("GET", "users"), ("GET", "users/alice"), ("POST", "users/carol/server"),
+               ("DELETE", "users/alice/server"), ("POST", "users/alice/tokens"), ("POST", "users"),
+               ("GET", "users/alice/tokens")]
+    for token, allowed in ((SCRAPE_TOKEN, set()), (FLEET_TOKEN, {("GET", "users"), ("GET", "users/alice")})):
+        for method, path in hub_api:
+            got = requests.request(method, f"{hub.url}hub/api/{path}", headers={"Authorization": f"token {token}"},
+                                   json={}, timeout=30)
+            expected = {200} if (method, path) in allowed else {403, 404}
+            assert got.status_code in expected, f"{method} /hub/api/{path} with {token}: {got.status_code}"
+    assert requests.get(f"{hub.url}hub/metrics", headers={"Authorization": f"token {SCRAPE_TOKEN}"},
+                        timeout=30).status_code == 403
+
+
+def test_the_fleet_helpers_token_reads_no_servers_metrics(hub_fleet: HubFleet) -> None:
+    # It is never sent to the servers, and would open nothing there if it were.
+    got = requests.get(server_url(hub_fleet.hub, "alice", "metrics"),
+                       headers={"Authorization": f"Bearer {FLEET_TOKEN}"}, timeout=30)
+    assert got.status_code == 403
+
+
+def test_a_read_metrics_token_issued_before_is_refused_by_the_servers(hub_fleet: HubFleet) -> None:
+    # A token a hub gave out for its own /hub/metrics (a Grafana's, say) reads no user's server
+    # once rucio_metrics is installed with its default options: installing it widens nothing.
+    hub = hub_fleet.hub
+    auth = {"Authorization": f"Bearer {HUB_METRICS_TOKEN}"}
+    assert requests.get(f"{hub.url}hub/metrics", headers=auth, timeout=30).status_code == 200
+    for user in ("alice", "bob"):
+        got = requests.get(server_url(hub, user, "metrics"), headers=auth, timeout=30)
+        assert got.status_code == 403, (user, got.status_code)
+
+
+def test_a_users_own_token_does_not_read_another_users_metrics(hub_fleet: HubFleet) -> None:
+    # A valid hub token without the metrics scope: bob's own opens his server, not alice's metrics.
+    hub = hub_fleet.hub
+    _, bobs = hub.create_token("bob")
+    auth = {"Authorization": f"Bearer {bobs}"}
+    assert requests.get(server_url(hub, "bob", "metrics"), headers=auth, timeout=30).status_code == 200
+    assert requests.get(server_url(hub, "alice", "metrics"), headers=auth, timeout=30).status_code == 403
 
 
 def test_the_metrics_credential_opens_nothing_else_at_the_servers_own_port(hub_fleet: HubFleet) -> None:
@@ -200,7 +243,7 @@ def test_zero_to_jupyterhub_scrapes_with_the_metrics_credential(
     # The z2jh scrape config and the PodMonitor, their pod discovery replaced by the servers' own addresses.
     hub = hub_fleet.hub
     pods = [kubernetes_pod_target(hub.server_address(user), user) for user in ("alice", "bob")]
-    with PrometheusProcess(pod_discovery_config(shipped, pods, hub_fleet.token_file, tmp_path)) as prometheus:
+    with PrometheusProcess(pod_discovery_config(shipped, pods, hub_fleet.scrape_token_file, tmp_path)) as prometheus:
         targets = prometheus.wait_for_scrapes_after(time.time())
         assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == [
             ("alice", "up", ""), ("bob", "up", ""),
@@ -211,7 +254,7 @@ def test_zero_to_jupyterhub_scrapes_with_the_metrics_credential(
 
 def hub_lookups_of_tokens(hub: JupyterHubProcess) -> float:
     """How many times the single-user servers asked the hub whom a token belongs to (GET /hub/api/user)."""
-    text = requests.get(f"{hub.url}hub/metrics", headers={"Authorization": f"token {PROMETHEUS_TOKEN}"}, timeout=30)
+    text = requests.get(f"{hub.url}hub/metrics", headers={"Authorization": f"token {HUB_METRICS_TOKEN}"}, timeout=30)
     text.raise_for_status()
     return sum(
         s.value for f in text_string_to_metric_families(text.text) for s in f.samples
@@ -223,7 +266,7 @@ def hub_lookups_of_tokens(hub: JupyterHubProcess) -> float:
 def test_scrapes_ask_the_hub_once_per_token_and_cache_period(hub_fleet: HubFleet) -> None:
     hub = hub_fleet.hub
     url = server_url(hub, "alice", "metrics")
-    auth = {"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}
+    auth = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
     assert requests.get(url, headers=auth, timeout=30).status_code == 200  # cached from here on
     before = hub_lookups_of_tokens(hub)
     for _ in range(10):
@@ -239,7 +282,7 @@ def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFl
     hub, prometheus = hub_fleet.hub, hub_fleet.prometheus
     hub.start_servers(ESCAPED_USERS)
     try:
-        helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
+        helper = run_fleet_helper(hub, hub_fleet.fleet_token_file, hub_fleet.targets_file)
         assert helper.returncode == 0, helper.stderr
         paths = {g["labels"]["instance"]: g["labels"]["__metrics_path__"]
                  for g in json.loads(hub_fleet.targets_file.read_text())}
@@ -257,7 +300,7 @@ def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFl
     finally:
         for user in ESCAPED_USERS:
             hub.stop_server(user)
-        helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
+        helper = run_fleet_helper(hub, hub_fleet.fleet_token_file, hub_fleet.targets_file)
         assert helper.returncode == 0, helper.stderr
 
 
@@ -265,7 +308,7 @@ def test_a_stopped_server_leaves_the_targets(hub_fleet: HubFleet) -> None:
     # Near the end of this module: it stops bob's server.
     hub = hub_fleet.hub
     hub.stop_server("bob")
-    helper = run_fleet_helper(hub, hub_fleet.token_file, hub_fleet.targets_file)
+    helper = run_fleet_helper(hub, hub_fleet.fleet_token_file, hub_fleet.targets_file)
     assert helper.returncode == 0, helper.stderr
     assert [g["labels"]["instance"] for g in json.loads(hub_fleet.targets_file.read_text())] == ["alice"]
 
@@ -273,7 +316,7 @@ def test_a_stopped_server_leaves_the_targets(hub_fleet: HubFleet) -> None:
 def test_a_hub_that_does_not_answer_refuses_new_tokens_and_the_server_serves(hub_fleet: HubFleet) -> None:
     # Last in this module: it kills the hub (its proxy and alice's server go on, as in a hub restart).
     hub = hub_fleet.hub
-    auth = {"Authorization": f"Bearer {PROMETHEUS_TOKEN}"}
+    auth = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
     metrics = server_url(hub, "alice", "metrics")
     assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
     assert hub.process is not None
@@ -285,5 +328,5 @@ def test_a_hub_that_does_not_answer_refuses_new_tokens_and_the_server_serves(hub
     # The token resolved before is in HubAuth's cache: Prometheus' scrapes go on while the hub is away.
     assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
     log = hub.log()
-    assert "rucio_metrics: RucioMetrics.hub_metrics_scope = 'read:metrics': could not ask the hub" in log
-    assert "a-token-nobody-resolved" not in log and PROMETHEUS_TOKEN not in log
+    assert f"rucio_metrics: RucioMetrics.hub_metrics_scope = '{METRICS_SCOPE}': could not ask the hub" in log
+    assert "a-token-nobody-resolved" not in log and SCRAPE_TOKEN not in log

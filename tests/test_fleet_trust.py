@@ -36,6 +36,7 @@ def always(status: int, body: Any, **headers: str) -> AnswerFunction:
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "token"
     path.write_text(SECRET + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -98,9 +99,34 @@ def test_a_bad_token_file_names_the_rule_it_breaks_never_the_token(
     with JSONHTTPServer(always(200, GOOD_PAGE)) as hub:
         code, error = run(hub.url, bad, tmp_path / "targets.json", capsys)
     assert code == 1
-    assert rule in error and str(bad) in error
+    assert f"--token-file: the file {rule}" in error or ("--token-file: the file" in error and rule in error)
+    assert str(bad) not in error  # nor the path, where a token may have been pasted
     assert SECRET not in error
     assert hub.seen == []  # refused before any request
+
+
+def test_a_token_given_where_the_path_belongs_is_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pasted = "0f" * 32
+    with JSONHTTPServer(always(200, GOOD_PAGE)) as hub:
+        code, error = run(hub.url, Path(pasted), tmp_path / "targets.json", capsys)
+    assert code == 1
+    assert "--token-file: the file cannot be read (No such file or directory)" in error
+    assert pasted not in error
+    assert hub.seen == []
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o640, True), (0o644, True)])
+def test_a_token_file_others_may_read_is_warned_about(
+    mode: int, warned: bool, token_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file.chmod(mode)
+    with JSONHTTPServer(always(200, GOOD_PAGE)) as hub:
+        code, error = run(hub.url, token_file, tmp_path / "targets.json", capsys)
+    assert code == 0
+    assert ("--token-file: the file may be read by its group or by anyone" in error) is warned
+    assert str(token_file) not in error and SECRET not in error
 
 
 def test_a_bad_token_in_the_environment_is_refused_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:

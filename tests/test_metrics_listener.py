@@ -103,18 +103,48 @@ def assert_serves_without_listener(server: JupyterServerProcess, port: int) -> N
         requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
 
 
-@pytest.mark.parametrize("content", [None, "", "two\nlines\n"], ids=["missing", "empty", "two-lines"])
-def test_a_bad_token_file_keeps_the_listener_off_and_the_server_serving(tmp_path: Path, content: str | None) -> None:
+@pytest.mark.parametrize(("content", "rule"), [
+    (None, "cannot be read"), ("", "is empty"), ("two-Xq7v\nlines\n", "has more than one line"),
+    ("short-Xq7v12345", "holds a token shorter than 16 characters"),
+], ids=["missing", "empty", "two-lines", "15-characters"])
+def test_a_bad_token_file_keeps_the_listener_off_and_the_server_serving(
+    tmp_path: Path, content: str | None, rule: str,
+) -> None:
     token_file = tmp_path / "metrics-token"
     if content is not None:
         token_file.write_text(content)
+        token_file.chmod(0o600)
     port = free_port()
     with JupyterServerProcess(extra_config=listener_config(port, token_file)) as server:
         assert_serves_without_listener(server, port)
         log = server.log()
-    assert f"RucioMetrics.metrics_token_file {token_file} " in log
+    assert f"RucioMetrics.metrics_token_file: the file {rule}" in log
     assert "the metrics listener stays off" in log
-    assert "two" not in log.replace("two-lines", "")  # the file's content is never shown
+    assert "Xq7v" not in log  # the file's content is never shown
+    assert str(token_file) not in log  # nor its path (a token may be pasted there)
+
+
+def test_a_token_pasted_where_the_path_belongs_is_never_logged() -> None:
+    pasted = "0f" * 32
+    port = free_port()
+    with JupyterServerProcess(extra_config=listener_config(port, pasted)) as server:
+        assert_serves_without_listener(server, port)
+        log = server.log()
+    assert "RucioMetrics.metrics_token_file: the file cannot be read" in log
+    assert pasted not in log
+
+
+def test_a_token_file_others_may_read_is_warned_about(tmp_path: Path) -> None:
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text(METRICS_TOKEN)
+    token_file.chmod(0o644)
+    port = free_port()
+    with JupyterServerProcess(extra_config=listener_config(port, token_file)) as server:
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", headers=auth, timeout=10).status_code == 200
+        log = server.log()
+    assert "RucioMetrics.metrics_token_file: the file may be read by its group or by anyone" in log
+    assert "chmod 600" in log
 
 
 def test_a_port_taken_keeps_the_listener_off_and_the_server_serving(tmp_path: Path) -> None:
@@ -146,3 +176,7 @@ def test_off_by_default() -> None:
     with JupyterServerProcess() as server:
         log = server.log()
     assert "metrics listener" not in log
+
+
+def test_a_safe_token_file_gives_no_warning(listened: ListenedServer) -> None:
+    assert "may be read by its group" not in listened.server.log()

@@ -100,6 +100,7 @@ class JupyterServerProcess(ChildProcess):
         if self.python_config:
             (config_dir / "jupyter_server_config.py").write_text(self.python_config)
         self.metrics_token_file.write_text(METRICS_TOKEN + "\n")
+        self.metrics_token_file.chmod(0o600)  # as the docs' recipe makes it
         env = {
             **os.environ,
             "HOME": str(home),

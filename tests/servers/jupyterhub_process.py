@@ -6,9 +6,14 @@ cookie secret, proxy pid file) and the users' homes live in a temporary
 folder. Every single-user server is ``jupyterhub-singleuser`` from this
 venv with rucio-jupyterlab and this checkout's rucio_metrics enabled.
 
-Two services hold fixed API tokens: ``ADMIN_TOKEN`` (create users, start
-servers, call their routes) and ``PROMETHEUS_TOKEN``, whose role has only the
-scopes the deploy docs ask for (list:users, read:servers, read:metrics).
+Services hold fixed API tokens, each with the role the deploy docs give it:
+``ADMIN_TOKEN`` (create users, start servers, call their routes),
+``SCRAPE_TOKEN`` (Prometheus: the custom scope rucio_metrics admits at the
+servers' metrics, nothing else), ``FLEET_TOKEN`` (the fleet helper: list the
+ready servers) and ``HUB_METRICS_TOKEN`` (``read:metrics``, the kind of token
+a hub gives a Grafana for ``/hub/metrics`` before rucio_metrics exists).
+Every single-user server reads the shared config from ``JUPYTER_CONFIG_PATH``
+and its user's own ``~/.jupyter``, as under Zero to JupyterHub.
 
     with JupyterHubProcess() as hub:
         hub.start_servers(["alice", "bob"])
@@ -34,9 +39,14 @@ from .child_process import ChildProcess, free_port
 from .jupyter_server_process import REPO
 
 ADMIN_TOKEN = "rucio-metrics-test-hub-admin-token"
-PROMETHEUS_TOKEN = "rucio-metrics-test-hub-prometheus-token"
-# The role the deploy docs ask for: list the servers and read their metrics, nothing else.
-PROMETHEUS_SCOPES = ["list:users", "read:servers", "read:metrics"]
+SCRAPE_TOKEN = "rucio-metrics-test-hub-scrape-token"
+FLEET_TOKEN = "rucio-metrics-test-hub-fleet-token"
+HUB_METRICS_TOKEN = "rucio-metrics-test-hub-read-metrics-token"
+# rucio_metrics' default RucioMetrics.hub_metrics_scope, defined by the hub as the docs say.
+METRICS_SCOPE = "custom:rucio-metrics:read:metrics"
+# The roles the deploy docs give the two tokens Prometheus' side holds.
+SCRAPE_SCOPES = [METRICS_SCOPE]
+FLEET_SCOPES = ["list:users", "read:servers"]
 
 _CONFIG = """\
 import json
@@ -59,14 +69,22 @@ c.Spawner.args = ["--allow-root"]
 c.Spawner.environment = settings["environment"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
+c.JupyterHub.custom_scopes = {{
+    settings["metrics_scope"]: {{"description": "Read the metrics of every single-user server, nothing else."}},
+}}
 c.JupyterHub.services = [
     {{"name": "test-admin", "api_token": settings["admin_token"]}},
-    {{"name": "prometheus", "api_token": settings["prometheus_token"]}},
+    {{"name": "prometheus", "api_token": settings["scrape_token"]}},
+    {{"name": "prometheus-fleet", "api_token": settings["fleet_token"]}},
+    {{"name": "grafana", "api_token": settings["hub_metrics_token"]}},
 ]
 c.JupyterHub.load_roles = [
-    {{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "access:servers"],
+    {{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"],
       "services": ["test-admin"]}},
-    {{"name": "prometheus", "scopes": settings["prometheus_scopes"], "services": ["prometheus"]}},
+    {{"name": "prometheus", "scopes": settings["scrape_scopes"], "services": ["prometheus"]}},
+    {{"name": "prometheus-fleet", "scopes": settings["fleet_scopes"], "services": ["prometheus-fleet"]}},
+    {{"name": "grafana", "scopes": ["read:metrics"], "services": ["grafana"]}},
+    {{"name": "metrics-readers", "scopes": settings["scrape_scopes"], "users": settings["metrics_readers"]}},
 ]
 """
 
@@ -77,9 +95,13 @@ class JupyterHubProcess(ChildProcess):
     name = "jupyterhub"
     stop_seconds = 30.0
 
-    def __init__(self) -> None:
+    def __init__(self, server_options: dict[str, Any] | None = None, metrics_readers: Iterable[str] = ()) -> None:
+        """``server_options``: RucioMetrics options of every single-user server; ``metrics_readers``:
+        users granted the metrics scope (whose tokens can then be made, and revoked, by a test)."""
         super().__init__("rucio-metrics-hub-", "hub.log")
         self.port = free_port()  # the proxy's public port: everything goes through here
+        self.server_options = dict(server_options or {})
+        self.metrics_readers = list(metrics_readers)
         self.session.headers["Authorization"] = f"token {ADMIN_TOKEN}"
 
     @property
@@ -94,6 +116,7 @@ class JupyterHubProcess(ChildProcess):
         (config_dir / "jupyter_server_config.json").write_text(json.dumps({
             "ServerApp": {"jpserver_extensions": {"rucio_jupyterlab.server": True, "rucio_metrics": True}},
             "RucioConfig": {"instances": []},
+            "RucioMetrics": self.server_options,
         }))
         settings = {
             "proxy_port": self.port,
@@ -107,14 +130,20 @@ class JupyterHubProcess(ChildProcess):
             "home_template": str(self.root / "home" / "{username}"),
             "singleuser": str(Path(sys.executable).parent / "jupyterhub-singleuser"),
             "environment": {
-                "JUPYTER_CONFIG_DIR": str(config_dir),
+                # A system-wide config beside each user's own ~/.jupyter, which the user can write.
+                "JUPYTER_CONFIG_PATH": str(config_dir),
                 # The checkout under test, not whatever copy is installed.
                 "PYTHONPATH": str(REPO),
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             },
             "admin_token": ADMIN_TOKEN,
-            "prometheus_token": PROMETHEUS_TOKEN,
-            "prometheus_scopes": PROMETHEUS_SCOPES,
+            "scrape_token": SCRAPE_TOKEN,
+            "fleet_token": FLEET_TOKEN,
+            "hub_metrics_token": HUB_METRICS_TOKEN,
+            "metrics_scope": METRICS_SCOPE,
+            "scrape_scopes": SCRAPE_SCOPES,
+            "fleet_scopes": FLEET_SCOPES,
+            "metrics_readers": self.metrics_readers,
         }
         config_file = self.root / "jupyterhub_config.py"
         config_file.write_text(_CONFIG.format(settings=json.dumps(settings)))
@@ -155,6 +184,26 @@ class JupyterHubProcess(ChildProcess):
         """A request through the proxy to ``path`` (e.g. ``/user/alice/metrics``), as the admin service."""
         kwargs.setdefault("timeout", 30)
         return self.session.request(method, f"{self.url}{path.lstrip('/')}", **kwargs)
+
+    def home(self, name: str) -> Path:
+        """``name``'s home folder, where their server runs and reads ``~/.jupyter``."""
+        return self.root / "home" / name
+
+    def create_token(self, name: str, scopes: list[str] | None = None) -> tuple[str, str]:
+        """A new API token of user ``name`` (with ``scopes``, else the user's defaults): ``(id, token)``."""
+        body: dict[str, Any] = {"note": "test"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        response = self.api("POST", f"users/{quote(name, safe='')}/tokens", json=body)
+        if response.status_code != 201:
+            raise RuntimeError(f"creating a token of {name} answered {response.status_code}: {response.text}")
+        model = response.json()
+        return str(model["id"]), str(model["token"])
+
+    def revoke_token(self, name: str, token_id: str) -> None:
+        response = self.api("DELETE", f"users/{quote(name, safe='')}/tokens/{token_id}")
+        if response.status_code != 204:
+            raise RuntimeError(f"revoking a token of {name} answered {response.status_code}: {response.text}")
 
     def create_users(self, names: Iterable[str]) -> None:
         response = self.api("POST", "users", json={"usernames": list(names)})
