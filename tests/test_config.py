@@ -54,6 +54,8 @@ def test_valid_values_are_taken(caplog):
     ("buckets", [1, 2**2000], "a float can hold"),
     ("buckets", 5, "expected a list"),
     ("route_prefixes", ["rucio.*"], "regex character"),
+    ("route_prefixes", ["my.ext"], "regex character"),  # "." alone: a dot in a regex matches any character
+    ("route_prefixes", ["a+b"], "regex character"),
     ("route_prefixes", ["/"], "may not be empty"),
     ("route_prefixes", [], "at least one prefix"),
     ("enabled", "perhaps", "enabled"),
