@@ -12,8 +12,26 @@ child and keeps the result where its own UI reads it:
   a failure's traceback to ``~/.rucio_jupyterlab/logs/upload/<id>.log``.
 
 A child that leaves no result (killed, or dead before it got that far; for
-an upload also one ended by a signal) ended ``killed``. Reading happens once per transfer, after the child exited, off
-the IOLoop; never during a scrape.
+an upload also one ended by a signal) ended ``killed``. Reading happens once
+per transfer, after the child exited, off the IOLoop; never during a scrape.
+
+Whoever can write in the user's home can put anything where these files
+belong, so nothing there is trusted:
+
+- a result file or log is opened without following a symlink and without
+  blocking (a FIFO would block ``open`` for ever), and read only if the open
+  descriptor is a regular file's (not a FIFO's, a device's, a folder's);
+  an ``error.json`` that is something else still means failed (upstream's UI
+  shows the DID failed when one exists), with reason ``other``;
+- a download's bytes are the sizes of the distinct regular files its
+  ``.donefile`` names that, symlinks resolved, lie in a subfolder of its own
+  download folder, where rucio-clients writes them
+  (``<scope or dataset>/<name>``); any other path counts 0;
+- an upload's bytes are the size of the file the user chose to upload
+  (``job["path"]``), which may be anywhere they can read: the upload client
+  read it through any symlink, so it is ``stat``-ed following symlinks. It
+  is never opened (``stat`` does not block) and counts only if it is a
+  regular file.
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,38 +82,69 @@ def reason_label(exception_class: object, known: frozenset[str]) -> str:
 
 
 def _read_text(path: str) -> str | None:
+    """The start of the regular file at ``path``; None if there is none (anything else there is not read)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(MAX_READ)
+        # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting for one.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_READ).decode("utf-8", errors="replace")
     except OSError:
         return None
+    finally:
+        os.close(fd)
 
 
-def _size(path: object) -> int:
+def _download_bytes(dest_folder: str, paths: object) -> int:
+    """The sizes of the distinct regular files among ``paths`` in a subfolder of ``dest_folder``, symlinks resolved."""
+    if not isinstance(paths, dict):
+        return 0
+    root = os.path.realpath(dest_folder)
+    sizes: dict[str, int] = {}
+    for path in paths.values():
+        try:
+            real = os.path.realpath(path)
+            folder = os.path.dirname(real)
+            if folder == root or os.path.commonpath([root, folder]) != root:
+                continue
+            st = os.lstat(real)
+        except (OSError, TypeError, ValueError):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[real] = st.st_size
+    return sum(sizes.values())
+
+
+def _upload_bytes(path: object) -> int:
+    """The size of the file an upload read, if it is a regular file (``stat`` follows symlinks, opens nothing)."""
     try:
-        return os.stat(str(path)).st_size
+        st = os.stat(os.path.abspath(str(path)))
     except (OSError, ValueError):
         return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def download_result(dest_folder: str, known: frozenset[str]) -> Result:
     """The outcome of the download child of ``dest_folder``, from the files it left there."""
-    error = _read_text(os.path.join(dest_folder, "error.json"))
-    if error is not None:
+    error_path = os.path.join(dest_folder, "error.json")
+    if os.path.lexists(error_path):
         try:
-            details: Any = json.loads(error)
-        except ValueError:
+            details: Any = json.loads(_read_text(error_path) or "")
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             details = {}
         exception_class = details.get("exception_class") if isinstance(details, dict) else None
         return Result(FAILED, reason_label(exception_class, known))
     done = _read_text(os.path.join(dest_folder, ".donefile"))
     if done is not None:
         try:
-            paths: Any = json.loads(done).get("paths") or {}
-        except (ValueError, AttributeError):
-            paths = {}
-        moved = sum(_size(p) for p in paths.values()) if isinstance(paths, dict) else 0
-        return Result(SUCCEEDED, bytes=moved)
+            paths: Any = json.loads(done).get("paths")
+        except (ValueError, RecursionError, AttributeError):
+            paths = None
+        return Result(SUCCEEDED, bytes=_download_bytes(dest_folder, paths))
     return Result(KILLED)
 
 
@@ -103,7 +153,7 @@ def upload_result(job: dict[str, Any] | None, log_folder: str, killed_by_signal:
     if job is None:
         return Result(KILLED)
     if job.get("uploaded"):
-        return Result(SUCCEEDED, bytes=_size(os.path.abspath(str(job.get("path", "")))))
+        return Result(SUCCEEDED, bytes=_upload_bytes(job.get("path", "")))
     if killed_by_signal:
         return Result(KILLED)
     # The child catches the failure, logs it and exits normally. Under ``fork`` in a server whose root

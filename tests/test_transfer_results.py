@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from rucio_metrics.transfer_results import (
     FAILED,
@@ -82,3 +87,116 @@ def test_the_last_exception_of_a_chained_traceback_is_the_one_raised() -> None:
     )
     assert last_exception(log) == "rucio.common.exception.RucioException"
     assert last_exception("no traceback here\nValueError: not in a traceback\n") is None
+
+
+def test_a_last_exception_line_without_a_message_is_the_one_raised(tmp_path: Path) -> None:
+    # A message-less exception (SystemExit, KeyboardInterrupt) ends a chained traceback with its bare name.
+    log = (
+        "Upload failed\nTraceback (most recent call last):\n  File \"a\", line 1, in upload\n"
+        "rucio.common.exception.NoFilesUploaded: None of the given files have been uploaded.\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n  File \"b\", line 2, in upload\nSystemExit\n"
+    )
+    assert last_exception(log) == "SystemExit"
+    (tmp_path / "4.log").write_text(log)
+    failed = {"id": 4, "path": str(tmp_path / "up.txt"), "uploaded": False}
+    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, OTHER)
+
+
+def finished_download(folder: Path, paths: dict[str, str]) -> Path:
+    (folder / ".donefile").write_text(json.dumps({"paths": paths}))
+    return folder
+
+
+def test_a_donefile_counts_only_regular_files_inside_its_own_download_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "downloads" / "did-folder"
+    (folder / "user.alice").mkdir(parents=True)
+    mine = folder / "user.alice" / "a.root"
+    mine.write_bytes(b"1" * 1000)
+    (folder / "user.alice" / "passwd").symlink_to("/etc/passwd")
+    (folder / "user.alice" / "sub").mkdir()
+    neighbour = tmp_path / "downloads" / "other-folder" / "user.alice" / "b.root"
+    neighbour.parent.mkdir(parents=True)
+    neighbour.write_bytes(b"2" * 234)
+    assert os.path.getsize("/etc/passwd") > 0
+    finished_download(folder, {"user.alice:passwd": "/etc/passwd"})
+    assert download_result(str(folder), KNOWN) == Result(SUCCEEDED, bytes=0)
+    finished_download(folder, {"user.alice:passwd": str(folder / "user.alice" / "passwd")})
+    assert download_result(str(folder), KNOWN) == Result(SUCCEEDED, bytes=0)
+    finished_download(folder, {
+        "user.alice:a.root": str(mine),
+        "user.alice:again.root": str(folder / "user.alice" / ".." / "user.alice" / "a.root"),  # the same file
+        "user.alice:up.root": str(folder / "user.alice" / ".." / ".." / "other-folder" / "user.alice" / "b.root"),
+        "user.alice:b.root": str(neighbour),  # another download's file
+        "user.alice:result": str(folder / ".donefile"),  # the folder's own files are no DID's
+        "user.alice:sub": str(folder / "user.alice" / "sub"),
+        "user.alice:devnull": "/dev/null",
+        "user.alice:number": 5,  # type: ignore[dict-item]
+        "user.alice:nul": "a\0b",
+    })
+    assert download_result(str(folder), KNOWN) == Result(SUCCEEDED, bytes=1000)
+
+
+def test_a_download_folder_reached_through_a_symlink_still_counts_its_files(tmp_path: Path) -> None:
+    # A home (or ~/rucio) that is a symlink to another disk: the folder and its files resolve alike.
+    real = tmp_path / "disk" / "did-folder"
+    (real / "user.alice").mkdir(parents=True)
+    (real / "user.alice" / "a.root").write_bytes(b"1" * 1000)
+    (tmp_path / "home").symlink_to(tmp_path / "disk")
+    folder = tmp_path / "home" / "did-folder"
+    finished_download(folder, {"user.alice:a.root": str(folder / "user.alice" / "a.root")})
+    assert download_result(str(folder), KNOWN) == Result(SUCCEEDED, bytes=1000)
+
+
+def answered_promptly(read: Callable[[], Result], fifo: Path) -> Result:
+    """``read()``'s result, which must come within 5 s though ``fifo`` has no writer.
+
+    A reader stuck opening the FIFO is let go (a writer opens and closes it), so that a regression
+    fails the test instead of hanging the suite and, at exit, the interpreter.
+    """
+    results: list[Result] = []
+    thread = threading.Thread(target=lambda: results.append(read()), daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"reading a result with a FIFO at {fifo.name} blocked")
+    return results[0]
+
+
+def test_an_error_file_that_is_a_fifo_is_never_waited_for_and_means_failed(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "error.json")
+    # Upstream's UI shows the DID failed when an error.json exists; its reason cannot be read.
+    assert answered_promptly(lambda: download_result(str(tmp_path), KNOWN), tmp_path / "error.json") \
+        == Result(FAILED, OTHER)
+
+
+def test_result_files_that_are_not_regular_files_are_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".donefile")
+    assert answered_promptly(lambda: download_result(str(tmp_path), KNOWN), tmp_path / ".donefile") \
+        == Result(KILLED)
+    (tmp_path / "error.json").mkdir()
+    assert download_result(str(tmp_path), KNOWN) == Result(FAILED, OTHER)
+    os.rmdir(tmp_path / "error.json")
+    (tmp_path / "error.json").symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"exception_class": "NoFilesDownloaded"}))
+    assert download_result(str(tmp_path), KNOWN) == Result(FAILED, OTHER)
+    failed = {"id": 3, "path": str(tmp_path / "up.txt"), "uploaded": False}
+    os.mkfifo(tmp_path / "3.log")
+    assert answered_promptly(lambda: upload_result(failed, str(tmp_path), False, KNOWN), tmp_path / "3.log") \
+        == Result(FAILED, OTHER)
+
+
+def test_an_uploads_bytes_are_its_regular_files_size_through_a_symlink(tmp_path: Path) -> None:
+    # The user chose the file; the upload client read it through the symlink, so its target's bytes moved.
+    data = tmp_path / "elsewhere" / "data.txt"
+    data.parent.mkdir()
+    data.write_bytes(b"u" * 777)
+    (tmp_path / "link.txt").symlink_to(data)
+    uploaded = {"id": 1, "path": str(tmp_path / "link.txt"), "uploaded": True}
+    assert upload_result(uploaded, str(tmp_path), False, KNOWN) == Result(SUCCEEDED, bytes=777)
+    os.mkfifo(tmp_path / "pipe")
+    for path in (tmp_path / "pipe", tmp_path / "elsewhere", "/dev/zero", "a\0b"):
+        uploaded = {"id": 1, "path": str(path), "uploaded": True}
+        assert upload_result(uploaded, str(tmp_path), False, KNOWN) == Result(SUCCEEDED, bytes=0)
