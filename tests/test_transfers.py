@@ -3,13 +3,19 @@ and the Jupyter server's home, in children started with ``fork`` and with ``spaw
 that differs there, the children being the fork server's, ``forkserver``).
 
 Each transfer's metrics are checked against what the extension's own job state
-says (the DID's status, the upload job's status) and what Rucio holds.
+says (the DID's status, the upload job's status) and what Rucio holds, and each
+duration recorded against the test's own clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,14 +25,25 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client import CollectorRegistry
+from tornado.ioloop import IOLoop
 
 from rucio_metrics.transfer_results import reason_label, rucio_exception_names
+from rucio_metrics.transfers import load_transfers
 
 from .servers.jupyter_server_process import JupyterServerProcess
 from .servers.rucio_server import RucioServer
 
 NAMESPACE = "cms"  # the instance in download mode
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+class Samples(dict[Key, float]):
+    """One scrape's transfer samples, and when it was done (``time.monotonic()`` once it answered)."""
+
+    def __init__(self, samples: dict[Key, float]) -> None:
+        super().__init__(samples)
+        self.taken = time.monotonic()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +63,7 @@ class Transfers:
     method: str
 
     def samples(self) -> Samples:
-        return self.server.samples("rucio_jupyterlab_transfer")
+        return Samples(self.server.samples("rucio_jupyterlab_transfer"))
 
     def value(self, samples: Samples, name: str, **labels: str) -> float:
         return samples.get((name, frozenset({"rucio_instance": NAMESPACE, **labels}.items())), 0.0)
@@ -65,8 +82,17 @@ class Transfers:
             assert time.monotonic() < deadline, f"{direction}: {ended} of {count} ended, {progress} in progress"
             time.sleep(0.1)
 
-    def changes(self, before: Samples, after: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        """Every sample that changed, except durations' sums (their count says how many)."""
+    def changes(self, before: Samples, after: Samples) -> dict[Key, float]:
+        """Every sample that changed, except durations' sums, which are checked instead: each transfer
+        counted took more than 0 s and less than the time between the two scrapes."""
+        wall = after.taken - before.taken
+        for (name, labels), count in after.items():
+            if name.endswith("_duration_seconds_count") and count > before.get((name, labels), 0.0):
+                key = (name.replace("_count", "_sum"), labels)
+                seconds = after[key] - before.get(key, 0.0)
+                transfers = count - before.get((name, labels), 0.0)
+                assert 0 < seconds < transfers * wall, \
+                    f"{dict(labels)}: {seconds} s for {transfers:g} transfer(s) seen within {wall:.3f} s"
         return {key: after[key] - before.get(key, 0.0) for key in after
                 if after[key] != before.get(key, 0.0) and not key[0].endswith(("_sum", "_created"))}
 
@@ -92,6 +118,17 @@ class Transfers:
         jobs = self.server.request("GET", f"rucio-jupyterlab/upload/jobs?namespace={NAMESPACE}").json()
         [job] = [j for j in jobs if j["path"] == path]
         return dict(job)
+
+    def wait_for_upload_job(self, path: str, seconds: float = 30) -> dict[str, Any]:
+        """The upload job of ``path`` once its child wrote it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            jobs = self.server.request("GET", f"rucio-jupyterlab/upload/jobs?namespace={NAMESPACE}").json()
+            found = [j for j in jobs if j["path"] == path]
+            if found:
+                return dict(found[0])
+            assert time.monotonic() < deadline, f"no upload job for {path}"
+            time.sleep(0.05)
 
     def error_details(self, did: str) -> dict[str, Any]:
         """The extension's own error.json of a failed download (in its folder for the DID, base32 named)."""
@@ -198,6 +235,47 @@ def test_an_upload_to_an_rse_without_quota_fails(transfers: Transfers) -> None:
     # and the root logger has one by then (inherited, or set up by rucio-clients' import), so no
     # failed upload has a log: the UI says "Logfile does not exist" and the reason is unknown.
     assert log.status_code == 404
+    assert transfers.changes(before, after) == ended("upload", "failed", "other")
+
+
+def test_an_upload_child_killed_with_sigkill_after_writing_its_job_ends_killed(transfers: Transfers) -> None:
+    # Its job row is there and not marked uploaded, as for a failure: only the exit code (a signal) tells.
+    rucio = transfers.rucio.process
+    assert rucio is not None
+    before = transfers.samples()
+    os.kill(rucio.pid, signal.SIGSTOP)  # the child, its job written, then waits for Rucio's answer
+    try:
+        path = transfers.upload(f"killed-{transfers.method}.txt", b"k" * 300, "SITE_DISK")
+        pid = transfers.wait_for_upload_job(path)["pid"]
+        [child] = [p for p in descendants(transfers.server) if p.pid == pid]
+        child.kill()
+    finally:
+        os.kill(rucio.pid, signal.SIGCONT)
+    after = transfers.wait_until_ended(before, "upload")
+    assert transfers.changes(before, after) == ended("upload", "killed")
+    assert transfers.upload_job(path)["status"] == "FAILED"
+
+
+def test_an_upload_child_that_exits_with_code_1_after_writing_its_job_fails(transfers: Transfers) -> None:
+    # An exception out of the child's target makes multiprocessing exit with code 1. Here: creating its
+    # log folder, where a file stands, right after it wrote its job row.
+    logs = transfers.server.root / "home" / ".rucio_jupyterlab" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    folder, aside = logs / "upload", logs / "upload-aside"
+    if folder.exists():
+        folder.rename(aside)
+    folder.write_text("not a folder")
+    logged = len(transfers.server.log())
+    try:
+        before = transfers.samples()
+        path = transfers.upload(f"exit1-{transfers.method}.txt", b"e" * 200, "SITE_DISK")
+        after = transfers.wait_until_ended(before, "upload")
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)
+    assert "FileExistsError" in transfers.server.log()[logged:]  # multiprocessing's report of the child's exception
+    assert transfers.upload_job(path)["status"] == "FAILED"
     assert transfers.changes(before, after) == ended("upload", "failed", "other")
 
 
@@ -320,3 +398,44 @@ def test_under_forkserver_a_download_and_a_killed_one_end_as_they_did(rucio: Ruc
         transfers = Transfers(server, rucio, "forkserver")
         test_a_download_that_succeeds_counts_the_bytes_of_its_files(transfers)
         test_a_transfer_child_killed_with_sigkill_ends_killed(transfers)
+
+
+def test_after_a_second_load_on_another_registry_transfers_count_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In this process, with rucio-jupyterlab's own modules and handler. The transfer's process is never
+    # started, so it ends at once (failed, not_started): no child and no Rucio needed.
+    from rucio_jupyterlab.handlers import upload
+    from rucio_jupyterlab.mode_handlers import download
+
+    for module in (download, upload):
+        monkeypatch.setattr(module, "mp", multiprocessing)  # watched afresh here; as it was afterwards
+    first, second = CollectorRegistry(), CollectorRegistry()
+    config = {"RucioConfig": {"instances": [{"name": NAMESPACE}]}}
+    for registry in (first, second):
+        assert load_transfers(registry, "summary", config, logging.getLogger("test")) is not None
+    labels = {"rucio_instance": NAMESPACE, "direction": "download"}
+
+    def ended_on(registry: CollectorRegistry) -> float:
+        return registry.get_sample_value("rucio_jupyterlab_transfers_ended_total", {**labels, "outcome": "failed"}) \
+            or 0.0
+
+    async def make_a_transfer() -> None:
+        handler = download.DownloadModeHandler(NAMESPACE, None)
+        download.mp.Process(target=download.DownloadModeHandler.background_worker, args=(handler, None, "user.a:x"))
+        while not (ended_on(first) or ended_on(second)):
+            await asyncio.sleep(0.01)
+
+    loop = IOLoop(make_current=False)
+    start = time.monotonic()
+    try:
+        loop.run_sync(make_a_transfer, timeout=10)
+    finally:
+        loop.close()
+    wall = time.monotonic() - start
+    assert (ended_on(first), ended_on(second)) == (0.0, 1.0)
+    seconds = second.get_sample_value("rucio_jupyterlab_transfer_duration_seconds_sum", {**labels, "outcome": "failed"})
+    assert seconds is not None and 0 < seconds < wall
+    assert second.get_sample_value("rucio_jupyterlab_transfers_started_total", labels) == 1.0
+    assert second.get_sample_value("rucio_jupyterlab_transfer_failures_total", {**labels, "reason": "not_started"}) \
+        == 1.0
+    assert second.get_sample_value("rucio_jupyterlab_transfers_in_progress", labels) == 0.0
+    assert first.get_sample_value("rucio_jupyterlab_transfers_started_total", labels) == 0.0
