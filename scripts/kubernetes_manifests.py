@@ -45,8 +45,15 @@ PODMONITOR_NOTES = """\
 # hub.baseUrl other than "/", set it in the rule marked hub.baseUrl in the source.
 # The relabel rules are zero-to-jupyterhub.yml's; the Operator runs its own
 # first (pod selector, port, and the labels namespace, pod, container, endpoint,
-# and job="<namespace>/<name of this PodMonitor>").
+# and job="<namespace>/<name of this PodMonitor>"). The limits on what one
+# server may send are its too (it says why these numbers); bodySizeLimit needs
+# Prometheus 2.28 or later, and the Prometheus resource's enforcedSampleLimit
+# and the like cap them.
 """
+
+# zero-to-jupyterhub.yml's scrape limits, which a PodMonitor holds in its spec.
+SCRAPE_LIMITS = ("sample_limit", "label_limit", "label_name_length_limit", "label_value_length_limit",
+                 "body_size_limit")
 
 
 def camel_case(key: str) -> str:
@@ -96,6 +103,7 @@ def podmonitor(deploy: Path) -> dict[str, Any]:
             "namespaceSelector": {"matchNames": list(sd["namespaces"]["names"])},
             "selector": {"matchLabels": match_labels(pod_selector["label"])},
             "podMetricsEndpoints": [endpoint],
+            **{camel_case(key): job[key] for key in SCRAPE_LIMITS if key in job},
         },
     }
 

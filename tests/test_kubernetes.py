@@ -92,6 +92,8 @@ BROKEN = {
         ("spec/podMetricsEndpoints/0/relabelings/0/sourceLabels", None, "sourcelabels", "not a field"),
         ("spec/podMetricsEndpoints/0/authorization/credentials", None, "credential", "not a field"),
         ("spec/podMetricsEndpoints/0/interval", "30 seconds", None, "must match pattern"),
+        ("spec/bodySizeLimit", "2 MB", None, "must match pattern"),
+        ("spec/sampleLimit", "10000", None, "must be integer"),
     ],
     "PrometheusRule": [
         ("spec/groups/0/rules/0/for", "ten minutes", None, "must match pattern"),
@@ -161,7 +163,7 @@ def test_promtool_checks_and_tests_the_rules_taken_out_of_the_cr(objects: dict[s
     rules.write_text(yaml.safe_dump({"groups": objects["PrometheusRule"]["spec"]["groups"]}))
     result = promtool("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 52 rules found" in result.stdout
+    assert "SUCCESS: 53 rules found" in result.stdout
     # The shipped rule unit tests pass on them too: one file's tests, since the groups are
     # the rule files' own (the test above) and test_deploy.py runs all of them on those.
     test_file = PROMETHEUS_DIR / "tests" / "rucio-jupyterlab-rules-test.yml"
@@ -193,6 +195,16 @@ def test_the_podmonitor_relabelings_are_the_z2jh_scrape_configs(objects: dict[st
         assert len(relabelings) == len(rules)
         for rule, relabeling in zip(rules, relabelings):
             assert relabeling == {RELABEL_FIELDS[key]: value for key, value in rule.items()}
+
+
+def test_the_podmonitor_has_the_z2jh_scrape_configs_limits(objects: dict[str, Any]) -> None:
+    [job] = load_yaml(PROMETHEUS_DIR / "zero-to-jupyterhub.yml")["scrape_configs"]
+    spec = objects["PodMonitor"]["spec"]
+    limits = {key: value for key, value in spec.items() if key.endswith("Limit")}
+    assert limits == {"sampleLimit": job["sample_limit"], "labelLimit": job["label_limit"],
+                      "labelNameLengthLimit": job["label_name_length_limit"],
+                      "labelValueLengthLimit": job["label_value_length_limit"],
+                      "bodySizeLimit": job["body_size_limit"]}
 
 
 def test_the_podmonitor_selects_the_pods_the_z2jh_scrape_config_does(objects: dict[str, Any]) -> None:
