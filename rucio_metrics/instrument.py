@@ -7,7 +7,8 @@ auth checks and its own ``handler`` label stay as they were) and adds:
 - ``__init__``: the request starts; in-progress goes up.
 - ``on_finish``: Tornado's one call after the response is complete, whatever
   ended it (verb, ``prepare`` rejection, 405, 304, ``Finish``, error page):
-  the status here is the one the client got.
+  the status here is the one the client got. A failed request is also
+  counted by whose fault it is (``faults.py``), from the Rucio calls it made.
 - ``on_connection_close``: the client went away before the end; recorded
   as status 499 so in-progress cannot leak.
 - ``detach``: the handler takes the connection over (as a WebSocket upgrade
@@ -30,6 +31,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream
 from tornado.web import Application, HTTPError, RequestHandler
 
+from .faults import RucioCalls, fault_of, start_request
 from .metrics import MethodMetrics, Metrics, RouteMetrics
 from .routes import rules_under
 
@@ -45,6 +47,7 @@ class InstrumentedHandler(RequestHandler):
     _rucio_metrics_route: ClassVar[RouteMetrics]
     _rucio_metrics_call: MethodMetrics | None = None
     _rucio_metrics_start = 0.0
+    _rucio_metrics_rucio_calls: RucioCalls | None = None
 
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
         # request_time() counts from when the headers were parsed, on the wall
@@ -63,6 +66,11 @@ class InstrumentedHandler(RequestHandler):
             return
         self._rucio_metrics_start = start
         self._rucio_metrics_call = call
+        try:
+            # In the context the request's handler runs in: its Rucio calls note how they ended here.
+            self._rucio_metrics_rucio_calls = start_request()
+        except Exception:
+            report_failure("start")
 
     def on_finish(self) -> None:
         try:
@@ -101,9 +109,12 @@ class InstrumentedHandler(RequestHandler):
             return
         self._rucio_metrics_call = None
         try:
+            calls = self._rucio_metrics_rucio_calls
+            # Statuses are three digits, so text order is number order: no int() for the many successes.
+            fault = None if calls is None or status_code < "400" else fault_of(int(status_code), calls)
             # Both ends are on the monotonic clock and start is never later
             # than __init__, so the difference cannot be negative.
-            call.finished(status_code, time.perf_counter() - self._rucio_metrics_start)
+            call.finished(status_code, time.perf_counter() - self._rucio_metrics_start, fault)
         except Exception:
             report_failure("finish")
 

@@ -52,6 +52,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from .buckets import DEFAULT_BUCKETS, histogram_bounds
+from .faults import SERVICE
 
 HTTP_PREFIX = "rucio_jupyterlab_http_"
 
@@ -66,6 +67,12 @@ DURATION = HTTP_PREFIX + "request_duration_seconds"
 DURATION_HELP = "Time from the start of a request to its end, by route template and method."
 IN_PROGRESS = HTTP_PREFIX + "requests_in_progress"
 IN_PROGRESS_HELP = "Requests to the Rucio JupyterLab routes being served now."
+FAILURES = HTTP_PREFIX + "request_failures"
+FAILURES_HELP = (
+    "Requests to the Rucio JupyterLab routes that failed (4xx but 499, and 5xx), by whose fault: service "
+    "(Rucio unreachable, timing out or failing, or the extension's own error) or user (Rucio refused what the "
+    "user typed or stored, or the route refused the request)."
+)
 EXCEPTIONS = HTTP_PREFIX + "exceptions"
 EXCEPTIONS_HELP = "Uncaught exceptions other than HTTPError in Rucio JupyterLab handlers, by exception class."
 INSTRUMENTED_ROUTES = HTTP_PREFIX + "instrumented_routes"
@@ -90,13 +97,14 @@ class MethodMetrics:
 
     ``active`` (requests in progress), ``count`` and ``sum`` (the summary),
     ``buckets`` (the histogram's per-bucket counts, not cumulative; ``None``
-    for a summary), and a count per status and per exception class. They
+    for a summary), and a count per status, per exception class and per
+    fault of the failed requests. They
     are read by ``Metrics.collect`` when the registry is scraped.
     """
 
     __slots__ = (
-        "_bounds", "_by_exception", "_by_status", "_metrics", "active", "buckets", "count", "created", "handler",
-        "method", "sum",
+        "_bounds", "_by_exception", "_by_fault", "_by_status", "_metrics", "active", "buckets", "count", "created",
+        "handler", "method", "sum",
     )
 
     def __init__(self, metrics: Metrics, handler: str, method: str) -> None:
@@ -112,11 +120,13 @@ class MethodMetrics:
         self.created = time.time()
         self._by_status: dict[str, int] = {}
         self._by_exception: dict[str, int] = {}
+        # The service's failures exist at 0 from the start: the error budget's rate sees the first one.
+        self._by_fault: dict[str, int] = {SERVICE: 0}
 
     def started(self) -> None:
         self.active += 1
 
-    def finished(self, status_code: str, seconds: float) -> None:
+    def finished(self, status_code: str, seconds: float, fault: str | None = None) -> None:
         self.active -= 1
         self.sum += seconds
         buckets = self.buckets
@@ -129,6 +139,11 @@ class MethodMetrics:
             self._by_status[status_code] += 1
         except KeyError:
             self._metrics.new_series(self._by_status, status_code, self, self._metrics.status_series)
+        if fault is not None:
+            try:
+                self._by_fault[fault] += 1
+            except KeyError:
+                self._metrics.new_series(self._by_fault, fault, self, self._metrics.fault_series)
 
     def raised(self, exception: str) -> None:
         try:
@@ -160,6 +175,7 @@ class RouteMetrics:
                     # Created at most once per label: each pair is one series.
                     children = self.methods[label] = MethodMetrics(self._metrics, self.handler, label)
                     self._metrics.method_series.append(children)
+                    self._metrics.fault_series.append((children, SERVICE, children.created))
         return children
 
     def precreate(self, methods: Iterable[str]) -> None:
@@ -234,6 +250,7 @@ class Metrics(OncePerRegistry):
         self.method_series: list[MethodMetrics] = []
         self.status_series: list[_Series] = []
         self.exception_series: list[_Series] = []
+        self.fault_series: list[_Series] = []
         self._series_lock = threading.Lock()
         registry.register(self)
         self.instrumented_routes = Gauge(INSTRUMENTED_ROUTES, INSTRUMENTED_ROUTES_HELP, registry=registry)
@@ -261,7 +278,9 @@ class Metrics(OncePerRegistry):
                 self.instrumented_routes.set(len(self._routes))
             return route
 
-    def _families(self) -> tuple[CounterMetricFamily, Metric, GaugeMetricFamily, CounterMetricFamily]:
+    def _families(
+        self,
+    ) -> tuple[CounterMetricFamily, Metric, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
         duration: Metric
         if self.bounds is None:
             duration = SummaryMetricFamily(DURATION, DURATION_HELP, labels=("handler", "method"))
@@ -272,6 +291,7 @@ class Metrics(OncePerRegistry):
             duration,
             GaugeMetricFamily(IN_PROGRESS, IN_PROGRESS_HELP, labels=("handler", "method")),
             CounterMetricFamily(EXCEPTIONS, EXCEPTIONS_HELP, labels=("handler", "method", "exception")),
+            CounterMetricFamily(FAILURES, FAILURES_HELP, labels=("handler", "method", "fault")),
         )
 
     def describe(self) -> Iterator[Metric]:
@@ -281,7 +301,7 @@ class Metrics(OncePerRegistry):
     def collect(self) -> Iterator[Metric]:
         """The families with their samples, as prometheus_client's own metric objects would give them."""
         created = _created_samples()
-        requests, duration, in_progress, exceptions = self._families()
+        requests, duration, in_progress, exceptions, failures = self._families()
         for call, status, when in list(self.status_series):
             requests.add_metric(
                 (call.handler, call.method, status), float(call._by_status[status]), when if created else None
@@ -317,3 +337,9 @@ class Metrics(OncePerRegistry):
                 (call.handler, call.method, exception), float(call._by_exception[exception]), when if created else None
             )
         yield exceptions
+
+        for call, fault, when in list(self.fault_series):
+            failures.add_metric(
+                (call.handler, call.method, fault), float(call._by_fault[fault]), when if created else None
+            )
+        yield failures

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import importlib
 import importlib.util
 import inspect
 import logging
@@ -42,6 +43,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 
+from .faults import carry_context_into, note_rucio_outcome
 from .metrics import OncePerRegistry
 
 OUTBOUND_PREFIX = "rucio_jupyterlab_rucio_"
@@ -275,10 +277,32 @@ def _record(sink: _Sink, api: object, operation: str, outcome: str | BaseExcepti
         seconds = time.perf_counter() - start
         label = outcome if isinstance(outcome, str) else outcome_of(outcome)
         sink.metrics.operation(instance_label(api), operation).observe(label, seconds)
+        note_rucio_outcome(label)
     except Exception:
         if not _reported.is_set():
             _reported.set()
             log.exception("rucio_metrics: recording a call to Rucio failed; calls go on as usual (logged once)")
+
+
+# Where rucio-jupyterlab's handlers run their Rucio calls (handlers/base.py, run_in_api_executor).
+API_EXECUTOR = ("rucio_jupyterlab.handlers.base", "rucio_api_executor")
+
+
+def blame_rucio_calls(server_log: logging.Logger) -> None:
+    """Let the calls rucio-jupyterlab's handlers run in its thread pool note into their request (faults.py).
+
+    Without it a failed request's fault is judged from its status alone; the server logs so.
+    """
+    module_name, attribute = API_EXECUTOR
+    try:
+        carried = carry_context_into(importlib.import_module(module_name), attribute)
+    except Exception:
+        carried = False
+    if not carried:
+        server_log.warning(
+            "rucio_metrics: %s.%s is not a thread pool: requests cannot tell a Rucio refusal (the user's "
+            "fault) from a failure of the service; their 5xx all count as the service's", module_name, attribute,
+        )
 
 
 def configured_instances(config: Mapping[str, Any]) -> list[str]:
@@ -329,6 +353,7 @@ def load_outbound(
             "rucio_metrics: calls to Rucio are not measured: instrumenting %s failed", RUCIO_API, exc_info=True
         )
         return None
+    blame_rucio_calls(server_log)
     if missing:
         server_log.warning(
             "rucio_metrics: %s has changed shape: %s not found, so not measured; %s",

@@ -50,6 +50,19 @@ NOT_STARTED = "not_started"
 # Any reason that is not one of Rucio's client exception classes.
 OTHER = "other"
 
+# The reasons that are the user's, not the service's: Rucio refused what the user asked for or may do
+# (no quota, no permission, no such DID or scope, the file exists already, invalid input). A transfer
+# that failed for one of them spends no error budget and raises no alert; the shipped rules name the
+# same classes (tests check they agree). Every other reason, "other" and "not_started" included, and
+# every killed transfer, is the service's.
+USER_REASONS = frozenset({
+    "AccessDenied", "AccountNotFound", "CannotAuthenticate", "CannotAuthorize", "DataIdentifierAlreadyExists",
+    "DataIdentifierNotFound", "Duplicate", "DuplicateContent", "FileAlreadyExists", "FileReplicaAlreadyExists",
+    "InputValidationError", "InsufficientAccountLimit", "InvalidMetadata", "InvalidObject", "InvalidPath",
+    "InvalidRSEExpression", "InvalidType", "InvalidValueForKey", "NameTypeError", "NoAuthInformation",
+    "RSENotFound", "ScopeAccessDenied", "ScopeNotFound", "UnsupportedDIDType",
+})
+
 # At most this much of a result file or upload log is read: a corrupt or huge file cannot stall the reader.
 MAX_READ = 1 << 20
 
