@@ -68,7 +68,7 @@ OPERATIONS = (
 )
 
 # Every ``outcome`` label value. A call that returns got a 2xx answer:
-# rucio-jupyterlab raises on any other, except where ``_RESULT_CHECKS`` says.
+# rucio-jupyterlab raises on any other, except where ``_RESULT_OUTCOMES`` says.
 OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "connection_error", "error")
 
 # Instance label of an API object without a usable ``instance_config["name"]``.
@@ -79,15 +79,30 @@ _MARK = "_rucio_metrics_operation"
 log = logging.getLogger("rucio_metrics")
 
 
-def _created_rule_ids(result: object) -> bool:
-    # add_replication_rule returns response.json() without checking the status:
-    # Rucio answers a created rule with 201 and a list of rule ids, an error
-    # with {"ExceptionClass": ..., "ExceptionMessage": ...}.
-    return isinstance(result, list)
+# add_replication_rule returns response.json() without checking the status: Rucio answers a
+# created rule with 201 and a list of rule ids, an error with {"ExceptionClass": ..., "ExceptionMessage":
+# ...}. Its status class is what Rucio's REST API (rucio 41, POST /rules/) answers for that class: these
+# are refusals of what the user asked for (409, 404, or 401 from the token check); any other
+# RucioException is Rucio's generic 500.
+RULE_REFUSALS = frozenset({
+    "CannotAuthenticate", "DataIdentifierNotFound", "DuplicateRule", "InsufficientAccountLimit",
+    "InsufficientTargetRSEs", "InvalidObject", "InvalidReplicationRule", "InvalidRSEExpression",
+    "InvalidRuleWeight", "ManualRuleApprovalBlocked", "ReplicationRuleCreationTemporaryFailed",
+    "ScratchDiskLifetimeConflict", "StagingAreaRuleRequiresLifetime",
+})
 
 
-# Operations whose return value, not an exception, tells that Rucio refused.
-_RESULT_CHECKS: dict[str, Callable[[object], bool]] = {"add_replication_rule": _created_rule_ids}
+def _rule_outcome(result: object) -> str:
+    if isinstance(result, list):
+        return "2xx"
+    exception_class = result.get("ExceptionClass") if isinstance(result, dict) else None
+    if not isinstance(exception_class, str):
+        return "error"  # not an answer of Rucio's shape
+    return "4xx" if exception_class in RULE_REFUSALS else "5xx"
+
+
+# Operations whose return value, not an exception, tells how Rucio answered.
+_RESULT_OUTCOMES: dict[str, Callable[[object], str]] = {"add_replication_rule": _rule_outcome}
 
 
 class OperationMetrics:
@@ -254,7 +269,7 @@ def instrument_rucio_api(
 
 
 def _measured(function: Callable[..., Any], operation: str, sink: _Sink) -> Callable[..., Any]:
-    check = _RESULT_CHECKS.get(operation)
+    outcome_of_result = _RESULT_OUTCOMES.get(operation)
 
     @functools.wraps(function)
     def measured(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -264,7 +279,7 @@ def _measured(function: Callable[..., Any], operation: str, sink: _Sink) -> Call
         except BaseException as error:
             _record(sink, self, operation, error, start)
             raise
-        _record(sink, self, operation, "2xx" if check is None or check(result) else "error", start)
+        _record(sink, self, operation, "2xx" if outcome_of_result is None else outcome_of_result(result), start)
         return result
 
     setattr(measured, _MARK, operation)
