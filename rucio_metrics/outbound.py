@@ -87,17 +87,20 @@ log = logging.getLogger("rucio_metrics")
 RULE_REFUSALS = frozenset({
     "CannotAuthenticate", "DataIdentifierNotFound", "DuplicateRule", "InsufficientAccountLimit",
     "InsufficientTargetRSEs", "InvalidObject", "InvalidReplicationRule", "InvalidRSEExpression",
-    "InvalidRuleWeight", "ManualRuleApprovalBlocked", "ReplicationRuleCreationTemporaryFailed",
-    "ScratchDiskLifetimeConflict", "StagingAreaRuleRequiresLifetime",
+    "InvalidRuleWeight", "ManualRuleApprovalBlocked", "ScratchDiskLifetimeConflict",
+    "StagingAreaRuleRequiresLifetime",
 })
+# Rucio answers this one with 409 too, but it is Rucio failing, not the user: an answer the
+# extension could not use, the service's (faults.SERVICE_OUTCOMES).
+RULE_TEMPORARY_FAILURE = "ReplicationRuleCreationTemporaryFailed"
 
 
 def _rule_outcome(result: object) -> str:
     if isinstance(result, list):
         return "2xx"
     exception_class = result.get("ExceptionClass") if isinstance(result, dict) else None
-    if not isinstance(exception_class, str):
-        return "error"  # not an answer of Rucio's shape
+    if not isinstance(exception_class, str) or exception_class == RULE_TEMPORARY_FAILURE:
+        return "error"  # not an answer of Rucio's shape, or Rucio failing
     return "4xx" if exception_class in RULE_REFUSALS else "5xx"
 
 

@@ -114,3 +114,29 @@ def test_rucio_jupyterlab_runs_its_calls_in_the_pool_we_replace() -> None:
     assert isinstance(base.rucio_api_executor, ThreadPoolExecutor)
     assert "rucio_api_executor" in base.run_in_api_executor.__code__.co_names
     assert sys.modules[API_EXECUTOR[0]] is base
+
+
+@pytest.mark.parametrize(("result", "outcome"), [
+    (["a1b2c3"], "2xx"),  # the rule ids Rucio answers a created rule with
+    ({"ExceptionClass": "DuplicateRule", "ExceptionMessage": "..."}, "4xx"),  # 409: made available twice
+    ({"ExceptionClass": "DataIdentifierNotFound"}, "4xx"),  # 404
+    ({"ExceptionClass": "InsufficientAccountLimit"}, "4xx"),  # 409: no quota
+    ({"ExceptionClass": "CannotAuthenticate"}, "4xx"),  # 401 from the token check
+    ({"ExceptionClass": "ReplicationRuleCreationTemporaryFailed"}, "error"),  # 409, but Rucio failing
+    ({"ExceptionClass": "DatabaseException"}, "5xx"),  # Rucio's generic 500
+    ({"ExceptionClass": "RSEWriteBlocked"}, "5xx"),
+    ({}, "error"),  # not Rucio's shape
+    ("<html>Bad Gateway</html>", "error"),
+    (None, "error"),
+])
+def test_a_replication_rules_answer_is_classed_as_rucio_answered_it(result: object, outcome: str) -> None:
+    from rucio_metrics.outbound import _RESULT_OUTCOMES
+
+    assert _RESULT_OUTCOMES["add_replication_rule"](result) == outcome
+
+
+def test_the_rule_refusals_are_rucio_exception_classes() -> None:
+    from rucio_metrics.outbound import RULE_REFUSALS, RULE_TEMPORARY_FAILURE
+    from rucio_metrics.transfer_results import rucio_exception_names
+
+    assert RULE_REFUSALS | {RULE_TEMPORARY_FAILURE} <= rucio_exception_names()
