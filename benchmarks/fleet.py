@@ -65,6 +65,10 @@ from tests.support.tornado_thread import TornadoThread
 
 from .run import machine, progress, table
 
+# rucio_metrics' series per server after the full route mix, without _created, at most: 150 until the
+# failures by fault (one service series per route and verb from start-up, a user one on first use) and
+# time to data came, for about 50 more; still far below jupyter_server's own histogram of the same routes.
+SERIES_TARGET = 200
 JUPYTER_HISTOGRAM = "http_request_duration_seconds"
 # jupyter_server labels its histogram by handler class: module.Class.
 RUCIO_HANDLER = re.compile(r'handler="rucio_jupyterlab\.')
@@ -590,8 +594,8 @@ def report(exposition: str, results: list[FleetResult], remote: RemoteWriteResul
         "### Series per server\n\nCaptured from a real Jupyter server with rucio-jupyterlab and rucio_metrics after "
         f"the full route mix ({len(BEFORE_LOGIN) + len(AFTER_LOGIN) + len(RUCIO_FAILURES)} requests on all 16 "
         "routes, two Rucio instances, Rucio failures).\n\n" + budget_table(exposition)
-        + f"\n\nTarget: at most 150 series per server without `_created`: {series(ours, created=False)} "
-        + ("(holds)." if series(ours, created=False) <= 150 else "(**missed**)."),
+        + f"\n\nTarget: at most {SERIES_TARGET} series per server without `_created`: {series(ours, created=False)} "
+        + ("(holds)." if series(ours, created=False) <= SERIES_TARGET else "(**missed**)."),
         f"### One Prometheus, N servers\n\nOne process serves N targets; a real Prometheus scrapes them with the "
         f"shipped `jupyterhub-fleet.yml` every {settings.interval_s:g} s (rules too), for "
         f"{settings.window_s:g} s once every target is up; each run in its own Prometheus, one after the other "

@@ -108,7 +108,8 @@ def test_the_quick_fleet_report_prints_budget_fleet_and_remote_write(capsys):
     report = capsys.readouterr().out
     budget = re.search(r"^\| rucio_metrics \(.+?\) \| (\d+) \| (\d+) \| [\d,]+ \|$", report, re.M)
     assert budget and int(budget.group(2)) < int(budget.group(1))
-    assert re.search(r"^Target: at most 150 series per server without `_created`: \d+ \(holds\)\.$", report, re.M)
+    assert re.search(rf"^Target: at most {fleet.SERIES_TARGET} series per server without `_created`: \d+ \(holds\)\.$",
+                     report, re.M)
     for variant in fleet.RUNS["rules"] + fleet.RUNS["shipped-churn"]:
         rows = re.findall(rf"^\| {variant} \| (\d+) \| (\d+) \| (\d+) \| ([\d,]+) \|", report, re.M)
         assert [n for n, *_ in rows] == ["2", "4"], variant
