@@ -365,10 +365,12 @@ def test_dashboard_panels_filter_by_instance_and_handler(fleet: Fleet) -> None:
 
 
 def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
-    # Without the token, the same config's scrape of the same server is refused.
+    # Without the listener's token, the same config's scrape of the same server is refused, even with
+    # the server's own token, which opens all of <base_url>metrics and the rest of the server.
     wrong = tmp_path / "wrong-token"
-    wrong.write_text("not-the-token")
+    wrong.write_text(TOKEN)
     server = fleet.servers["alice"]
+    assert server.request("GET", "metrics").status_code == 200  # with that same token
     targets = [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]
     with PrometheusProcess(deploy_config("jupyter-server.yml", wrong, static_configs=targets)) as prometheus:
         [target] = prometheus.wait_for_targets(1)
