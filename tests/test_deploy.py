@@ -247,7 +247,7 @@ def test_zero_to_jupyterhub_pod_discovery_is_what_upstream_accepts() -> None:
     meta = {label for rule in job["relabel_configs"] for label in rule.get("source_labels", [])
             if label.startswith("__meta_")}
     assert meta == {
-        "__meta_kubernetes_pod_phase", "__meta_kubernetes_pod_container_port_name",
+        "__meta_kubernetes_pod_phase", "__meta_kubernetes_pod_container_port_name", "__meta_kubernetes_pod_ip",
         "__meta_kubernetes_pod_annotation_hub_jupyter_org_username",
         "__meta_kubernetes_pod_annotation_hub_jupyter_org_servername",
         "__meta_kubernetes_namespace", "__meta_kubernetes_pod_name",

@@ -41,7 +41,7 @@ from .servers.jupyterhub_process import (
     JupyterHubProcess,
 )
 from .servers.prometheus_process import PrometheusProcess
-from .support.deploy_files import deploy_config, kubernetes_pod_target, pod_discovery_config
+from .support.deploy_files import deploy_config
 
 # (user, route, status the client gets, times)
 TRAFFIC = [
@@ -231,25 +231,9 @@ def test_a_users_own_token_does_not_read_another_users_metrics(hub_fleet: HubFle
 
 
 def test_the_metrics_credential_opens_nothing_else_at_the_servers_own_port(hub_fleet: HubFleet) -> None:
-    # Where the Zero to JupyterHub PodMonitor scrapes: the pod's notebook-port, not the proxy.
+    # Straight at the server's own port, as anyone who reaches it without the proxy would.
     hub = hub_fleet.hub
     check_metrics_only(f"http://{hub.server_address('alice')}/user/alice/")
-
-
-@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_scrapes_with_the_metrics_credential(
-    hub_fleet: HubFleet, tmp_path: Path, shipped: str,
-) -> None:
-    # The z2jh scrape config and the PodMonitor, their pod discovery replaced by the servers' own addresses.
-    hub = hub_fleet.hub
-    pods = [kubernetes_pod_target(hub.server_address(user), user) for user in ("alice", "bob")]
-    with PrometheusProcess(pod_discovery_config(shipped, pods, hub_fleet.scrape_token_file, tmp_path)) as prometheus:
-        targets = prometheus.wait_for_scrapes_after(time.time())
-        assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == [
-            ("alice", "up", ""), ("bob", "up", ""),
-        ]
-        routes = prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance")
-        assert routes == {("alice",): 16.0, ("bob",): 16.0}
 
 
 def hub_lookups_of_tokens(hub: JupyterHubProcess) -> float:

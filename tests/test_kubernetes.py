@@ -27,8 +27,10 @@ from .support.deploy_files import (
     DASHBOARD,
     KUBERNETES_DIR,
     KUSTOMIZATION,
+    POD_LISTENER_PORT,
     PROMETHEUS_DIR,
     RULE_FILES,
+    SINGLEUSER_POLICY,
     Z2JH_VALUES,
     kubernetes_objects,
     load_yaml,
@@ -38,9 +40,12 @@ from .support.deploy_files import (
 from .support.kubernetes_schemas import KUBERNETES_VERSION, operator_models_version, problems
 from .support.network_policies import (
     HUB_POD,
+    NOTEBOOK_PORT,
+    OTHER_USER_POD,
     PROMETHEUS_POD,
     PROXY_POD,
     USER_POD,
+    Pod,
     admitted,
     z2jh_singleuser_policy,
 )
@@ -68,19 +73,28 @@ def run_generator(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+@pytest.fixture(scope="module")
+def our_policy() -> dict[str, Any]:
+    """The ingress policy for a release whose z2jh singleuser policy is off."""
+    return dict(load_yaml(SINGLEUSER_POLICY))
+
+
 def test_the_folder_holds_the_objects_the_kustomization_applies_and_the_helm_values() -> None:
     resources = load_yaml(KUSTOMIZATION)["resources"]
     assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == sorted(
-        [*resources, KUSTOMIZATION.name, Z2JH_VALUES.name])
-    assert sorted(kubernetes_objects()) == ["ConfigMap", "PodMonitor", "PrometheusRule", "Secret"]
+        [*resources, KUSTOMIZATION.name, Z2JH_VALUES.name, SINGLEUSER_POLICY.name])
+    # Nothing holds a credential: no Secret, no hub token anywhere.
+    assert sorted(kubernetes_objects()) == ["ConfigMap", "PodMonitor", "PrometheusRule"]
     assert set(GENERATED) <= set(resources)
+    assert SINGLEUSER_POLICY.name not in resources  # only where z2jh's own policy is off
 
 
 # Schemas.
 
-def test_every_object_is_valid_against_its_schema(objects: dict[str, Any]) -> None:
+def test_every_object_is_valid_against_its_schema(objects: dict[str, Any], our_policy: dict[str, Any]) -> None:
     found = dict(zip(objects, problems(list(objects.values()))))
     assert found == {kind: [] for kind in objects}, (KUBERNETES_VERSION, operator_models_version())
+    assert problems([our_policy]) == [[]], KUBERNETES_VERSION
 
 
 BROKEN = {
@@ -90,7 +104,7 @@ BROKEN = {
         ("spec/podMetricsEndpoints/0/relabelings/0/sourceLabels", "__meta_kubernetes_pod_phase", None,
          "must be array"),
         ("spec/podMetricsEndpoints/0/relabelings/0/sourceLabels", None, "sourcelabels", "not a field"),
-        ("spec/podMetricsEndpoints/0/authorization/credentials", None, "credential", "not a field"),
+        ("spec/podMetricsEndpoints/0/port", 9101, None, "must be string"),
         ("spec/podMetricsEndpoints/0/interval", "30 seconds", None, "must match pattern"),
         ("spec/bodySizeLimit", "2 MB", None, "must match pattern"),
         ("spec/sampleLimit", "10000", None, "must be integer"),
@@ -105,25 +119,29 @@ BROKEN = {
         ("spec/ingress/1/from/0/podSelector", None, "podselector", "Additional properties are not allowed"),
     ],
     "ConfigMap": [("data/rucio-jupyterlab.json", {"uid": "x"}, None, "is not of type 'string', 'null'")],
-    "Secret": [("stringData", None, "stringdata", "Additional properties are not allowed")],
+    "OurNetworkPolicy": [
+        ("spec/ingress/1/ports/0/port", ["9101"], None, "is not valid under any of the given schemas"),
+        ("spec/policyTypes", None, "policytypes", "Additional properties are not allowed"),
+    ],
 }
 BROKEN_CASES = [(kind, *case) for kind, cases in BROKEN.items() for case in cases]
 
 
 @pytest.mark.parametrize(("kind", "path", "value", "rename", "message"), BROKEN_CASES,
                          ids=[f"{c[0]}-{c[3] or c[1].split('/')[-1]}" for c in BROKEN_CASES])
-def test_a_broken_object_is_rejected(objects: dict[str, Any], singleuser_policy: dict[str, Any], kind: str, path: str,
-                                     value: Any, rename: str | None, message: str) -> None:
-    obj = singleuser_policy if kind == "NetworkPolicy" else objects[kind]
+def test_a_broken_object_is_rejected(objects: dict[str, Any], singleuser_policy: dict[str, Any],
+                                     our_policy: dict[str, Any], kind: str, path: str, value: Any,
+                                     rename: str | None, message: str) -> None:
+    obj = {"NetworkPolicy": singleuser_policy, "OurNetworkPolicy": our_policy}.get(kind) or objects[kind]
     [found] = problems([broken(obj, path, value, rename=rename)])
     assert found and message in " ".join(found), found
 
 
 def test_an_object_of_an_unknown_kind_is_rejected(objects: dict[str, Any]) -> None:
-    pod_monitors, secrets = problems([{**objects["PodMonitor"], "kind": "PodMonitors"},
-                                      {**objects["Secret"], "kind": "Secrets"}])
+    pod_monitors, config_maps = problems([{**objects["PodMonitor"], "kind": "PodMonitors"},
+                                          {**objects["ConfigMap"], "kind": "ConfigMaps"}])
     assert pod_monitors == ["no Prometheus Operator schema for monitoring.coreos.com/v1 PodMonitors"]
-    assert secrets and "Secrets" in secrets[0]
+    assert config_maps and "ConfigMaps" in config_maps[0]
 
 
 # One source each for the generated files.
@@ -141,7 +159,7 @@ def test_the_check_fails_when_a_source_changes(tmp_path: Path) -> None:
     dashboard = deploy / "grafana" / DASHBOARD.name
     dashboard.write_text(dashboard.read_text().replace("Rucio JupyterLab", "Rucio JupyterLab!", 1))
     z2jh = deploy / "prometheus" / "zero-to-jupyterhub.yml"
-    z2jh.write_text(z2jh.read_text().replace("replacement: ${1}user/$2/metrics", "replacement: ${1}u/$2/metrics"))
+    z2jh.write_text(z2jh.read_text().replace("replacement: $1:9101", "replacement: $1:9102"))
     result = run_generator("--check", "--deploy", str(deploy))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"deploy/kubernetes/{name}: differ from their sources" for name in
@@ -150,7 +168,7 @@ def test_the_check_fails_when_a_source_changes(tmp_path: Path) -> None:
     assert run_generator("--deploy", str(deploy)).returncode == 0
     assert run_generator("--check", "--deploy", str(deploy)).returncode == 0
     assert "> 0.07" in (deploy / "kubernetes" / "prometheusrule.yaml").read_text()
-    assert (deploy / "kubernetes" / "secret.yaml").read_text() == (KUBERNETES_DIR / "secret.yaml").read_text()
+    assert (deploy / "kubernetes" / Z2JH_VALUES.name).read_text() == Z2JH_VALUES.read_text()
 
 
 def test_the_prometheusrule_carries_exactly_the_rule_files_groups(objects: dict[str, Any]) -> None:
@@ -218,23 +236,21 @@ def test_the_podmonitor_selects_the_pods_the_z2jh_scrape_config_does(objects: di
     [endpoint] = spec["podMetricsEndpoints"]
     assert endpoint["port"] == "notebook-port"
     assert endpoint["interval"] == config["global"]["scrape_interval"]
-    assert set(endpoint) == {"port", "interval", "authorization", "relabelings", "metricRelabelings"}
-    # jupyter_server takes "Authorization: Bearer <token>"; the raw config's "token" type is the same header's word.
-    assert endpoint["authorization"]["type"] == "Bearer"
+    # No credential: nothing a user's code could keep.
+    assert set(endpoint) == {"port", "interval", "relabelings", "metricRelabelings"}
 
 
 def test_promtool_accepts_the_podmonitors_endpoint_as_a_scrape_config(objects: dict[str, Any],
                                                                      tmp_path: Path) -> None:
     # What the Operator's schema cannot see (a replace without a target label, a regex that does not
     # compile), Prometheus' own config check does.
-    token, targets = tmp_path / "token", tmp_path / "pods.json"
-    token.write_text("a-token")
+    targets = tmp_path / "pods.json"
     targets.write_text("[]")
     config = tmp_path / "podmonitor.yml"
-    config.write_text(yaml.safe_dump(podmonitor_scrape_config(objects["PodMonitor"], token, targets)))
+    config.write_text(yaml.safe_dump(podmonitor_scrape_config(objects["PodMonitor"], targets)))
     result = promtool("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
-    broken_config = podmonitor_scrape_config(objects["PodMonitor"], token, targets)
+    broken_config = podmonitor_scrape_config(objects["PodMonitor"], targets)
     broken_config["scrape_configs"][0]["relabel_configs"][2]["regex"] = "(.+;"
     config.write_text(yaml.safe_dump(broken_config))
     assert promtool("check", "config", str(config)).returncode != 0
@@ -242,21 +258,22 @@ def test_promtool_accepts_the_podmonitors_endpoint_as_a_scrape_config(objects: d
 
 # The files agree with each other.
 
-def test_the_token_secret_is_the_one_the_podmonitor_reads(objects: dict[str, Any]) -> None:
-    secret, pod_monitor = objects["Secret"], objects["PodMonitor"]
-    [endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
-    credentials = endpoint["authorization"]["credentials"]
-    assert secret["metadata"]["name"] == credentials["name"]
-    assert list(secret["stringData"]) == [credentials["key"]]
-    # The Operator reads the Secret from the PodMonitor's own namespace.
-    assert secret["metadata"]["namespace"] == pod_monitor["metadata"]["namespace"]
+def listener_port_scraped() -> int:
+    """The port the shipped relabelling scrapes each pod at."""
+    [job] = load_yaml(PROMETHEUS_DIR / "zero-to-jupyterhub.yml")["scrape_configs"]
+    ports = {int(r["replacement"].rsplit(":", 1)[1]) for r in job["relabel_configs"]
+             if r.get("target_label") == "__address__"}
+    assert len(ports) == 1, ports
+    return ports.pop()
 
 
-def test_the_helm_values_give_the_hub_service_that_token_and_a_metrics_only_role(objects: dict[str, Any]) -> None:
+def test_the_helm_values_turn_on_the_listener_the_relabelling_scrapes_and_need_no_hub_token() -> None:
     values = load_yaml(Z2JH_VALUES)
-    assert values["hub"]["services"]["prometheus"]["apiToken"] == objects["Secret"]["stringData"]["token"]
-    # Never access:servers, which opens every user's whole server (tests/test_fleet.py shows what read:metrics opens).
-    assert values["hub"]["loadRoles"]["prometheus"] == {"scopes": ["read:metrics"], "services": ["prometheus"]}
+    assert "hub" not in values  # no hub service, role or token for Prometheus
+    [mounted] = values["singleuser"]["extraFiles"].values()
+    assert mounted["mountPath"] == "/usr/local/etc/jupyter/jupyter_server_config.json"
+    assert mounted["data"] == {"RucioMetrics": {"metrics_port": listener_port_scraped(), "metrics_ip": ""}}
+    assert listener_port_scraped() == POD_LISTENER_PORT
     # Helm values for env must be strings; "True" is what prometheus_client reads as true.
     assert values["singleuser"]["extraEnv"] == {"PROMETHEUS_DISABLE_CREATED_SERIES": "True"}
 
@@ -266,42 +283,60 @@ def test_the_singleuser_policy_with_the_shipped_ingress_is_valid(singleuser_poli
     assert problems([singleuser_policy]) == [[]], KUBERNETES_VERSION
 
 
-def test_the_ingress_rule_admits_the_podmonitors_prometheus_on_its_port_only(objects: dict[str, Any]) -> None:
+def test_the_ingress_rules_admit_the_podmonitors_prometheus_on_the_listener_only(
+    objects: dict[str, Any], our_policy: dict[str, Any],
+) -> None:
     pod_monitor = objects["PodMonitor"]
     [rule] = load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]
-    [endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
-    assert rule["ports"] == [{"port": endpoint["port"], "protocol": "TCP"}]
+    assert rule["ports"] == [{"port": listener_port_scraped(), "protocol": "TCP"}]
     # One source: Prometheus' pods in the PodMonitor's namespace (both selectors in one entry: AND, not OR).
     assert rule["from"] == [{
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pod_monitor["metadata"]["namespace"]}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     }]
+    # Our own policy (for a release without z2jh's) holds the same rule, after the hub's and the proxy's.
+    assert our_policy["spec"]["ingress"][1] == rule
+    assert our_policy["spec"]["policyTypes"] == ["Ingress"]  # egress untouched
 
 
-@pytest.mark.parametrize("z2jh_policy", [True, False], ids=["z2jh-policy-on", "z2jh-policy-off"])
-def test_no_shipped_combination_cuts_the_users_off(objects: dict[str, Any], z2jh_policy: bool) -> None:
-    # With singleuser.networkPolicy.enabled false (as vre-hub runs), a NetworkPolicy of ours selecting the
-    # user pods would be the only one, and would isolate them from the hub and the proxy.
+# Who reaches a user's pod, and on which port.
+GRAFANA_POD = Pod("monitoring", {"app.kubernetes.io/name": "grafana"})
+ELSEWHERE_POD = Pod("another-team", {"app.kubernetes.io/name": "prometheus"})  # the right label, wrong namespace
+
+
+def reach(policies: list[dict[str, Any]]) -> dict[str, tuple[bool, bool]]:
+    """``{who: (notebook port admitted, listener admitted)}`` for a user's pod under ``policies``."""
+    sources = {"hub": HUB_POD, "proxy": PROXY_POD, "prometheus": PROMETHEUS_POD, "another user": OTHER_USER_POD,
+               "grafana": GRAFANA_POD, "another namespace": ELSEWHERE_POD}
+    return {who: (admitted(policies, pod, USER_POD, NOTEBOOK_PORT),
+                  admitted(policies, pod, USER_POD, POD_LISTENER_PORT)) for who, pod in sources.items()}
+
+
+EXPECTED_REACH = {"hub": (True, False), "proxy": (True, False), "prometheus": (False, True),
+                  "another user": (False, False), "grafana": (False, False), "another namespace": (False, False)}
+
+
+def test_with_z2jhs_policy_only_prometheus_reaches_the_listener(objects: dict[str, Any]) -> None:
+    rendered = z2jh_singleuser_policy(load_yaml(Z2JH_VALUES))
+    assert rendered is not None
+    assert reach([*objects.values(), rendered]) == EXPECTED_REACH
+
+
+def test_with_z2jhs_policy_off_ours_gives_the_same(objects: dict[str, Any], our_policy: dict[str, Any]) -> None:
     values = copy.deepcopy(load_yaml(Z2JH_VALUES))
-    values["singleuser"]["networkPolicy"]["enabled"] = z2jh_policy
-    rendered = z2jh_singleuser_policy(values)
-    policies = [*objects.values(), *([rendered] if rendered else [])]
-    assert admitted(policies, PROXY_POD, USER_POD), "the proxy cannot reach the user servers"
-    assert admitted(policies, HUB_POD, USER_POD), "the hub cannot reach the user servers"
-    assert admitted(policies, PROMETHEUS_POD, USER_POD), "Prometheus cannot scrape the user servers"
-    # The shipped rule opens notebook-port to Prometheus only, nothing to anyone else.
-    other = copy.deepcopy(PROMETHEUS_POD)
-    other.labels = {"app.kubernetes.io/name": "grafana"}
-    assert admitted(policies, other, USER_POD) == (not z2jh_policy)
-    assert admitted(policies, PROMETHEUS_POD, USER_POD, port="ssh") == (not z2jh_policy)
+    values["singleuser"]["networkPolicy"]["enabled"] = False
+    assert z2jh_singleuser_policy(values) is None
+    # Without a policy, every pod reaches every user's server, another user's included: why ours is shipped.
+    assert set(reach(list(objects.values())).values()) == {(True, True)}
+    assert reach([*objects.values(), our_policy]) == EXPECTED_REACH
 
 
 def test_the_network_model_sees_what_a_policy_of_our_own_did() -> None:
-    # The policy deploy/kubernetes/ shipped before: on its own it isolated the pods.
+    # The values' rule alone, as a policy of its own: it would isolate the pods from the hub and the proxy.
     ours = {"kind": "NetworkPolicy", "metadata": {"namespace": "jhub"}, "spec": {
         "podSelector": {"matchLabels": {"component": "singleuser-server"}}, "policyTypes": ["Ingress"],
         "ingress": load_yaml(Z2JH_VALUES)["singleuser"]["networkPolicy"]["ingress"]}}
-    assert admitted([ours], PROMETHEUS_POD, USER_POD)
+    assert admitted([ours], PROMETHEUS_POD, USER_POD, POD_LISTENER_PORT)
     assert not admitted([ours], PROXY_POD, USER_POD)
     # The access label counts only in the release's namespace, unless interNamespaceAccessLabels: accept.
     labelled = copy.deepcopy(PROMETHEUS_POD)
@@ -312,10 +347,16 @@ def test_the_network_model_sees_what_a_policy_of_our_own_did() -> None:
         assert admitted([policy], labelled, USER_POD) == expected, accept
 
 
+def test_a_policy_that_let_other_users_in_is_caught(objects: dict[str, Any], our_policy: dict[str, Any]) -> None:
+    # The check above is not vacuous: a rule whose "from" was dropped admits everyone on the listener.
+    loose = copy.deepcopy(our_policy)
+    del loose["spec"]["ingress"][1]["from"]
+    assert reach([*objects.values(), loose])["another user"] == (False, True)
+
+
 def test_every_monitoring_object_carries_the_release_label_and_one_namespace(objects: dict[str, Any]) -> None:
     namespaces = {kind: obj["metadata"]["namespace"] for kind, obj in objects.items()}
-    assert namespaces == {"Secret": "monitoring", "PodMonitor": "monitoring", "PrometheusRule": "monitoring",
-                          "ConfigMap": "monitoring"}
+    assert namespaces == {"PodMonitor": "monitoring", "PrometheusRule": "monitoring", "ConfigMap": "monitoring"}
     for kind in ("PodMonitor", "PrometheusRule"):
         assert objects[kind]["metadata"]["labels"] == {"release": "kube-prometheus-stack"}
 
@@ -332,7 +373,6 @@ def test_the_readme_names_every_file_and_what_to_edit(objects: dict[str, Any]) -
         assert f"`{path.relative_to(REPO)}`" in section, path
     for namespace in {obj["metadata"]["namespace"] for obj in objects.values()}:
         assert f"`{namespace}`" in section
-    assert f"`{objects['Secret']['stringData']['token']}`" in section
     assert "`release: kube-prometheus-stack`" in section
     assert "kubectl apply -k deploy/kubernetes/" in section
     assert f"`{GENERATOR.relative_to(REPO)}`" in section
@@ -363,13 +403,16 @@ Z2JH_KEYS: dict[str, set[str] | None] = {
     "hub.loadRoles.<name>.scopes": None,
     "hub.loadRoles.<name>.services": None,
     "singleuser.extraEnv": None,
+    "singleuser.extraFiles": None,
+    "singleuser.extraFiles.<name>.mountPath": None,
+    "singleuser.extraFiles.<name>.data": None,
     "singleuser.networkPolicy.enabled": {"true", "false"},
     "singleuser.networkPolicy.ingress": None,
     "singleuser.networkPolicy.interNamespaceAccessLabels": {"accept", "ignore"},
 }
 # Below these, the keys are the operator's (a service's name) or free-form (env names, rule lists).
-_NAMED = ("hub.services", "hub.loadRoles")
-_FREE_FORM = ("singleuser.extraEnv", "singleuser.networkPolicy.ingress")
+_NAMED = ("hub.services", "hub.loadRoles", "singleuser.extraFiles")
+_FREE_FORM = ("singleuser.extraEnv", "singleuser.networkPolicy.ingress", "singleuser.extraFiles.<name>.data")
 _DOTTED = re.compile(r"(?<![\w./-])((?:hub|singleuser|proxy)(?:\.[a-zA-Z][A-Za-z0-9]*)+)(?::\s*([\w-]+))?")
 
 
@@ -431,8 +474,8 @@ def test_every_z2jh_key_the_project_names_is_in_z2jhs_schema() -> None:
         if allowed is not None:
             assert given <= allowed, (key, given, Z2JH_CHART_CHECKED)
     # The ones the recipe depends on are named at all (so this test reads the places it should).
-    assert {"singleuser.networkPolicy.ingress", "hub.loadRoles.<name>.scopes", "hub.baseUrl",
-            "singleuser.networkPolicy.interNamespaceAccessLabels"} <= set(named)
+    assert {"singleuser.networkPolicy.ingress", "singleuser.extraFiles.<name>.mountPath", "hub.baseUrl",
+            "singleuser.networkPolicy.enabled", "singleuser.networkPolicy.interNamespaceAccessLabels"} <= set(named)
 
 
 def test_the_z2jh_key_check_catches_a_key_z2jh_does_not_have() -> None:

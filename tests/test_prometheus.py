@@ -41,9 +41,7 @@ from .support.deploy_files import (
     dashboard_variable_selectors,
     deploy_config,
     fill_variables,
-    kubernetes_pod_target,
     our_families_only,
-    pod_discovery_config,
     promtool,
     rule_expressions,
 )
@@ -151,7 +149,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             base_url="/user/bob/", extra_config={"RucioMetrics": {"latency_metric": "histogram"}},
             metrics_listener=True,
         ),
-        # A named server's base_url, for the Zero to JupyterHub relabelling test.
+        # A named server's base_url, without the Rucio extension.
         "norucio": JupyterServerProcess(base_url="/user/carol/gpu/", extensions={"rucio_jupyterlab.server": False},
                                         metrics_listener=True),
     }
@@ -378,65 +376,19 @@ def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
     assert "403" in target["lastError"]
 
 
-def pod_scrape_config(shipped: str, pods: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
-    """The shipped z2jh scrape config or PodMonitor on ``pods``, with the server token."""
-    token_file = folder / "token"
-    token_file.write_text(TOKEN)
-    return pod_discovery_config(shipped, pods, token_file, folder)
-
-
-def kubernetes_pod(server: JupyterServerProcess, user: str, server_name: str = "", phase: str = "Running",
-                   port_name: str = "notebook-port") -> dict[str, Any]:
-    return kubernetes_pod_target(f"127.0.0.1:{server.port}", user, server_name, phase, port_name)
-
-
-@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_relabelling_scrapes_the_pods(fleet: Fleet, tmp_path: Path, shipped: str) -> None:
-    # Debian's Prometheus has no Kubernetes discovery; file SD hands the shipped
-    # relabelling the same meta labels pod discovery gives KubeSpawner's pods.
-    # The PodMonitor's endpoint (deploy/kubernetes/) runs the same way, with its Bearer token.
-    alice, carol_gpu = fleet.servers["alice"], fleet.servers["norucio"]
-    pods = [
-        kubernetes_pod(alice, "alice"),
-        kubernetes_pod(carol_gpu, "carol", "gpu"),
-        kubernetes_pod(alice, "dave", phase="Pending"),  # dropped: not running
-        kubernetes_pod(alice, "erin", port_name="metrics"),  # dropped: another container port
-    ]
-    with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
-        targets = prometheus.wait_for_targets(2)
-        labels = {t["labels"]["instance"]: t["labels"] for t in targets}
-        assert sorted((t["scrapeUrl"], t["health"]) for t in targets) == sorted([
-            (alice.url("metrics"), "up"), (carol_gpu.url("metrics"), "up"),
-        ])
-        assert labels == {
-            "alice": {"instance": "alice", "job": "jupyterhub-singleuser", "namespace": "jhub",
-                      "pod": "jupyter-alice", "user": "alice"},
-            "carol/gpu": {"instance": "carol/gpu", "job": "jupyterhub-singleuser", "namespace": "jhub",
-                          "pod": "jupyter-carol--gpu", "user": "carol", "server_name": "gpu"},
-        }
-        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
-            ("alice",): 16.0, ("carol/gpu",): 0.0,
-        }
-
-
-@pytest.mark.parametrize("shipped", ["jupyterhub-fleet.yml", "zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_every_hub_scrape_config_names_the_rucio_instance_rucio_instance(
-    fleet: Fleet, tmp_path: Path, shipped: str
-) -> None:
-    # As jupyter-server.yml does above: each config's own metric_relabel_configs turn the
+def test_the_hub_scrape_config_names_the_rucio_instance_rucio_instance(fleet: Fleet, tmp_path: Path) -> None:
+    # As jupyter-server.yml does above: the config's own metric_relabel_configs turn the
     # exported_instance of the outbound series into rucio_instance. (The remote-write and shard
-    # configs scrape as jupyterhub-fleet.yml does; tests keep them equal.)
+    # configs scrape as jupyterhub-fleet.yml does; tests keep them equal. The Kubernetes ones:
+    # test_zero_to_jupyterhub.py.)
     alice = fleet.servers["alice"]
-    if shipped == "jupyterhub-fleet.yml":
-        # A target as the fleet helper writes it: the proxy's address, the server's path, its name.
-        targets = tmp_path / "targets.json"
-        targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{alice.port}"],
-                                        "labels": {"__metrics_path__": "/user/alice/metrics", "instance": "alice"}}]))
-        token_file = tmp_path / "token"
-        token_file.write_text(TOKEN)
-        config = deploy_config(shipped, token_file, file_sd=targets)
-    else:
-        config = pod_scrape_config(shipped, [kubernetes_pod(alice, "alice")], tmp_path)
+    # A target as the fleet helper writes it: the proxy's address, the server's path, its name.
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{alice.port}"],
+                                    "labels": {"__metrics_path__": "/user/alice/metrics", "instance": "alice"}}]))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    config = deploy_config("jupyterhub-fleet.yml", token_file, file_sd=targets)
     with PrometheusProcess(config) as prometheus:
         [target] = prometheus.wait_for_targets(1)
         assert (target["labels"]["instance"], target["health"]) == ("alice", "up")
@@ -448,63 +400,3 @@ def test_every_hub_scrape_config_names_the_rucio_instance_rucio_instance(
         assert prometheus.query('{exported_instance!=""}') == []
 
 
-# User names JupyterHub escapes in a server's base_url, as KubeSpawner's annotation holds them.
-ESCAPED_USERS = {"jürgen": "/user/j%C3%BCrgen/", "first+last@example.org": "/user/first%2Blast@example.org/"}
-
-
-@pytest.fixture(scope="module")
-def escaped_servers() -> Iterator[dict[str, JupyterServerProcess]]:
-    """A server for each of ESCAPED_USERS, at the base_url the hub gives it; shared by both scrape configs."""
-    servers = {user: JupyterServerProcess(base_url=base_url) for user, base_url in ESCAPED_USERS.items()}
-    try:
-        start_all(list(servers.values()))
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
-
-
-@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_relabelling_scrapes_users_whose_names_need_escaping(
-    escaped_servers: dict[str, JupyterServerProcess], tmp_path: Path, shipped: str
-) -> None:
-    # The annotation holds the raw name; Prometheus escapes the path it builds from it
-    # with Go's rules, and rucio_metrics answers Go's spelling where it differs from the hub's.
-    pods = [kubernetes_pod(server, user) for user, server in escaped_servers.items()]
-    with PrometheusProcess(pod_scrape_config(shipped, pods, tmp_path)) as prometheus:
-        targets = prometheus.wait_for_targets(len(escaped_servers))
-        assert sorted((t["labels"]["instance"], t["health"], t["lastError"]) for t in targets) == sorted(
-            (user, "up", "") for user in ESCAPED_USERS
-        )
-        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {
-            (user,): 16.0 for user in ESCAPED_USERS
-        }
-
-
-@pytest.fixture(scope="module")
-def server_under_another_hub_base_url() -> Iterator[JupyterServerProcess]:
-    with JupyterServerProcess(base_url="/jupyter/user/dave/") as server:
-        yield server
-
-
-@pytest.mark.parametrize("shipped", ["zero-to-jupyterhub.yml", "podmonitor.yaml"])
-def test_zero_to_jupyterhub_relabelling_with_another_hub_base_url(
-    server_under_another_hub_base_url: JupyterServerProcess, tmp_path: Path, shipped: str
-) -> None:
-    # z2jh's hub.baseUrl /jupyter/ puts every server under /jupyter/user/<name>/; the docs say to set it in
-    # the one rule marked hub.baseUrl. Without that edit every scrape would be a 404.
-    server = server_under_another_hub_base_url
-    config = pod_scrape_config(shipped, [kubernetes_pod(server, "dave")], tmp_path)
-    with PrometheusProcess(config) as prometheus:
-        prometheus.wait_for_targets(1)
-        prometheus.wait_until(lambda: prometheus.targets()[0]["health"] == "down", 30, "a failed scrape")
-        [target] = prometheus.targets()
-        assert target["scrapeUrl"].endswith(f"127.0.0.1:{server.port}/user/dave/metrics")
-        assert "404" in target["lastError"]
-    [job] = config["scrape_configs"]
-    [rule] = [r for r in job["relabel_configs"] if r.get("target_label") == "__tmp_hub_base_url"]
-    rule["replacement"] = "/jupyter/"
-    with PrometheusProcess(config) as prometheus:
-        [target] = prometheus.wait_for_scrapes_after(time.time())
-        assert (target["scrapeUrl"], target["health"]) == (server.url("metrics"), "up")
-        assert prometheus.values("rucio_jupyterlab_http_instrumented_routes", "instance") == {("dave",): 16.0}

@@ -83,7 +83,8 @@ def deploy_config(
     for job in config["scrape_configs"]:
         job["scrape_interval"] = INTERVAL
         job["scrape_timeout"] = INTERVAL
-        job["authorization"]["credentials_file"] = str(credentials_file)
+        if "authorization" in job:  # the Kubernetes config presents none
+            job["authorization"]["credentials_file"] = str(credentials_file)
         if static_configs is not None and "static_configs" in job:
             job["static_configs"] = static_configs
         if file_sd is not None:
@@ -199,6 +200,8 @@ def our_families_only(exposition: str) -> str:
 KUBERNETES_DIR = DEPLOY / "kubernetes"
 KUSTOMIZATION = KUBERNETES_DIR / "kustomization.yaml"
 Z2JH_VALUES = KUBERNETES_DIR / "z2jh-values.yaml"
+# Applied on its own, and only where z2jh's singleuser NetworkPolicy is off.
+SINGLEUSER_POLICY = KUBERNETES_DIR / "singleuser-ingress-networkpolicy.yaml"
 
 
 def kubernetes_objects() -> dict[str, Any]:
@@ -211,37 +214,45 @@ def kubernetes_objects() -> dict[str, Any]:
     return objects
 
 
-def podmonitor_scrape_config(podmonitor: dict[str, Any], credentials_file: Path, file_sd: Path) -> dict[str, Any]:
-    """A Prometheus config scraping with the PodMonitor's endpoint: its port's targets, auth and relabelings.
+def podmonitor_scrape_config(podmonitor: dict[str, Any], file_sd: Path) -> dict[str, Any]:
+    """A Prometheus config scraping with the PodMonitor's endpoint: its port's targets and relabelings.
 
     The Operator builds the same from a PodMonitor (plus its own selection
     rules and labels first); here the targets come from a file, as for
-    ``deploy_config``, and the token from ``credentials_file``.
+    ``deploy_config``. The limits are the PodMonitor's own.
     """
     [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
+    assert "authorization" not in endpoint and "basicAuth" not in endpoint, "the pods are scraped with no credential"
     snake = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
-    auth = endpoint["authorization"]
+    limits = {"sampleLimit": "sample_limit", "labelLimit": "label_limit",
+              "labelNameLengthLimit": "label_name_length_limit",
+              "labelValueLengthLimit": "label_value_length_limit", "bodySizeLimit": "body_size_limit"}
     return {
         "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
         "scrape_configs": [{
             "job_name": podmonitor["metadata"]["name"],
             "scrape_interval": INTERVAL,
             "scrape_timeout": INTERVAL,
-            "authorization": {"type": auth["type"], "credentials_file": str(credentials_file)},
             "file_sd_configs": [{"files": [str(file_sd)]}],
             "relabel_configs": [{snake.get(k, k): v for k, v in r.items()} for r in endpoint["relabelings"]],
             "metric_relabel_configs": [{snake.get(k, k): v for k, v in r.items()}
                                        for r in endpoint["metricRelabelings"]],
+            **{limits[k]: v for k, v in podmonitor["spec"].items() if k in limits},
         }],
     }
 
 
-def kubernetes_pod_target(address: str, user: str, server_name: str = "", phase: str = "Running",
+# The port the shipped Kubernetes relabelling scrapes each pod's metrics listener at.
+POD_LISTENER_PORT = 9101
+
+
+def kubernetes_pod_target(pod_ip: str, user: str, server_name: str = "", phase: str = "Running",
                           port_name: str = "notebook-port") -> dict[str, Any]:
-    """A file-SD target at ``address`` with the meta labels Prometheus' pod discovery gives a KubeSpawner pod."""
+    """A file-SD target with the meta labels Prometheus' pod discovery gives a KubeSpawner pod at ``pod_ip``."""
     labels = {
         "__meta_kubernetes_namespace": "jhub",
         "__meta_kubernetes_pod_name": f"jupyter-{user}" + (f"--{server_name}" if server_name else ""),
+        "__meta_kubernetes_pod_ip": pod_ip,
         "__meta_kubernetes_pod_phase": phase,
         "__meta_kubernetes_pod_label_component": "singleuser-server",
         "__meta_kubernetes_pod_container_port_name": port_name,
@@ -249,13 +260,27 @@ def kubernetes_pod_target(address: str, user: str, server_name: str = "", phase:
     }
     if server_name:
         labels["__meta_kubernetes_pod_annotation_hub_jupyter_org_servername"] = server_name
-    return {"targets": [address], "labels": labels}
+    # Pod discovery's address is the container port's; the relabelling replaces it with the listener's.
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return {"targets": [f"{host}:8888"], "labels": labels}
 
 
-def pod_discovery_config(shipped: str, pods: list[dict[str, Any]], token_file: Path, folder: Path) -> dict[str, Any]:
-    """The shipped z2jh scrape config or PodMonitor, its pod discovery replaced by a file holding ``pods``."""
+def pod_discovery_config(shipped: str, pods: list[dict[str, Any]], folder: Path, listener_port: int) -> dict[str, Any]:
+    """The shipped z2jh scrape config or PodMonitor, pod discovery replaced by a file holding ``pods``.
+
+    The one other change: the listener's port, ``POD_LISTENER_PORT`` in every pod of a cluster, is
+    ``listener_port`` here, where the test's pods share one machine.
+    """
     pods_file = folder / "pods.json"
     pods_file.write_text(json.dumps(pods))
     if shipped == "podmonitor.yaml":
-        return podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], token_file, pods_file)
-    return deploy_config(shipped, token_file, file_sd=pods_file)
+        config = podmonitor_scrape_config(kubernetes_objects()["PodMonitor"], pods_file)
+    else:
+        config = deploy_config(shipped, folder / "no-credential", file_sd=pods_file)
+    [job] = config["scrape_configs"]
+    assert "authorization" not in job, "the pods are scraped with no credential"
+    listener = [r for r in job["relabel_configs"] if r.get("target_label") == "__address__"]
+    assert [r["replacement"].rsplit(":", 1)[-1] for r in listener] == [str(POD_LISTENER_PORT)] * 2, listener
+    for rule in listener:
+        rule["replacement"] = rule["replacement"].replace(f":{POD_LISTENER_PORT}", f":{listener_port}")
+    return config

@@ -24,7 +24,8 @@ AnswerFunction = Callable[[str, dict[str, str]], Answer]
 class JSONHTTPServer:
     """Answers every GET with ``answer(path, headers)``; ``seen`` lists (path, Authorization header) of the GETs."""
 
-    def __init__(self, answer: AnswerFunction = lambda path, headers: (404, {}, {})) -> None:
+    def __init__(self, answer: AnswerFunction = lambda path, headers: (404, {}, {}), host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.answer = answer
         self.seen: list[tuple[str, str | None]] = []
         self.posted: list[Any] = []
@@ -54,7 +55,7 @@ class JSONHTTPServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

@@ -38,6 +38,7 @@ class Pod:
 # The pods of a z2jh release in "jhub" (labels from the chart's templates) and kube-prometheus-stack's Prometheus.
 RELEASE = {"app": "jupyterhub", "release": "jhub"}
 USER_POD = Pod("jhub", {**RELEASE, "component": "singleuser-server"})
+OTHER_USER_POD = Pod("jhub", {**RELEASE, "component": "singleuser-server"})  # another user's server
 HUB_POD = Pod("jhub", {**RELEASE, "component": "hub", ACCESS_LABEL: "true"})
 PROXY_POD = Pod("jhub", {**RELEASE, "component": "proxy", ACCESS_LABEL: "true"})
 PROMETHEUS_POD = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
