@@ -181,6 +181,10 @@ def _exception_names() -> frozenset[str]:
     return _names
 
 
+# How long the reader waits for an ended child's exit status once its sentinel closed.
+EXIT_STATUS_SECONDS = 10.0
+
+
 class TransferWatcher:
     """Counts the transfers whose processes ``ObservedMultiprocessing.Process`` made, until each child exits."""
 
@@ -218,6 +222,10 @@ class TransferWatcher:
 
     def _read(self, process: multiprocessing.process.BaseProcess, transfer: Transfer, seconds: float) -> None:
         try:
+            # The sentinel closes when the child's files do, a moment before the kernel has its exit
+            # status (or earlier, if the child closed it): until the child is reaped, exitcode is None
+            # and a child killed by a signal would read as one that failed. This thread may wait.
+            process.join(EXIT_STATUS_SECONDS)
             result = transfer.read_result(process)
         except Exception:
             self._report("reading a transfer's result failed")

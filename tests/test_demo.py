@@ -8,7 +8,17 @@ import subprocess
 import sys
 from collections import Counter
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from .servers.jupyter_server_process import REPO
+from .support.durations import (
+    HTTP_DURATION,
+    RUCIO_DURATION,
+    TRANSFER_DURATION,
+    Samples,
+    Stopwatch,
+    assert_plausible_durations,
+)
 
 SECTION = "Prometheus, after its next scrape: "
 
@@ -21,10 +31,19 @@ def summed(pattern: str, text: str) -> Counter[tuple[str, ...]]:
     return totals
 
 
+def raw_samples(raw: str) -> Samples:
+    """The series the demo prints (those not at zero), keyed as ``JupyterServerProcess.samples`` keys them."""
+    lines = "\n".join(line.strip() for line in raw.splitlines() if line.startswith("  rucio_jupyterlab_"))
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(lines + "\n") for s in family.samples}
+
+
 def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py")], capture_output=True, text=True, timeout=180, check=False
-    )
+    with Stopwatch() as wall:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "demo.py")], capture_output=True, text=True, timeout=180,
+            check=False,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     raw, inbound, outbound, transfers = done.stdout.split(SECTION)
     assert "scraping it with deploy/prometheus/jupyter-server.yml" in raw
@@ -57,3 +76,10 @@ def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> 
     ended = summed(r'\{direction="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', transfers)
     assert {k: n for k, n in ended.items() if n} == {("download", "succeeded", "cms"): 1,
                                                      ("upload", "succeeded", "cms"): 1}
+
+    # Every request, call to Rucio and transfer the demo counted took some time, less than the demo did.
+    grown = assert_plausible_durations({}, raw_samples(raw), wall.seconds,
+                                       families=[HTTP_DURATION, RUCIO_DURATION, TRANSFER_DURATION])
+    assert grown[HTTP_DURATION][0] == sum(raw_inbound.values())
+    assert grown[RUCIO_DURATION][0] == sum(raw_outbound.values())
+    assert grown[TRANSFER_DURATION][0] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,30 @@ def test_the_readme_is_short_and_every_docs_page_is_one_link_away() -> None:
 def test_the_readme_has_what_a_newcomer_needs_first() -> None:
     sections = re.findall(r"^## (.+)$", (REPO / "README.md").read_text(), re.M)
     assert sections == ["Quick start", "Install on a server", "Metrics", "Options", "Scrape it", "Where next"]
+
+
+# Every recipe that writes a token to a file writes it readable by its owner alone.
+_TOKEN_WRITE = re.compile(r"openssl rand\b[^\n]*>\s*\S+")
+SHIPPED_TEXT = [*PAGES, *sorted(p for p in (REPO / "deploy").rglob("*") if p.suffix in (".yml", ".yaml"))]
+
+
+@pytest.mark.parametrize("path", SHIPPED_TEXT, ids=[str(p.relative_to(REPO)) for p in SHIPPED_TEXT])
+def test_every_recipe_that_writes_a_token_makes_the_file_private(path: Path) -> None:
+    text = path.read_text()
+    for match in _TOKEN_WRITE.finditer(text):
+        before = text[:match.start()].splitlines()[-4:]  # the same block: a umask a few lines up
+        context = "\n".join(before) + text[match.start():match.end()]
+        assert "umask 077" in context, f"{path.relative_to(REPO)}: {match.group(0)!r} without umask 077"
+
+
+def test_the_one_server_token_recipe_runs_and_leaves_private_files(tmp_path: Path) -> None:
+    # The docs' commands as written, with the two paths moved into a temporary folder.
+    operations = (REPO / "docs" / "operations.md").read_text()
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", operations, re.S) if "/etc/jupyter/metrics-token" in b]
+    script = (block.replace("/etc/jupyter/", f"{tmp_path}/jupyter-").replace("/etc/prometheus/", f"{tmp_path}/prom-")
+              .replace("<the server's user>", "root").replace("-o prometheus", "-o root"))
+    subprocess.run(["sh", "-e", "-c", script], check=True, timeout=30)
+    for name in ("jupyter-metrics-token", "prom-metrics-token"):
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        assert mode == 0o600, (name, oct(mode))
+    assert (tmp_path / "jupyter-metrics-token").read_text() == (tmp_path / "prom-metrics-token").read_text()

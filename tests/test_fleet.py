@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -78,7 +79,7 @@ def hub_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubFleet]:
         path.write_text(token + "\n")
         path.chmod(0o600)
     targets_file = root / "jupyterhub.json"
-    with JupyterHubProcess() as hub:
+    with JupyterHubProcess(metrics_readers=["reader"]) as hub:
         hub.start_servers(["alice", "bob"])
         hub.create_users(["carol"])  # a user without a server is no target
         helper = run_fleet_helper(hub, fleet_token_file, targets_file)
@@ -281,6 +282,11 @@ def test_servers_of_users_whose_names_need_escaping_are_scraped(hub_fleet: HubFl
         assert {user: routes.get((user,)) for user in ESCAPED_USERS} == {user: 16.0 for user in ESCAPED_USERS}
         for user in ESCAPED_USERS:
             check_metrics_only(server_url(hub, user, ""))
+            # Prometheus' spelling of the path asks for the same credential as the hub's.
+            spelt = f"{hub.url}user/{quote(user, safe='/$&+,:;=@')}/metrics"
+            for token, status in ((SCRAPE_TOKEN, 200), (HUB_METRICS_TOKEN, 403), (FLEET_TOKEN, 403)):
+                got = requests.get(spelt, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                assert got.status_code == status, (spelt, got.status_code)
     finally:
         for user in ESCAPED_USERS:
             hub.stop_server(user)
@@ -303,14 +309,17 @@ def test_a_hub_that_does_not_answer_refuses_new_tokens_and_the_server_serves(hub
     auth = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
     metrics = server_url(hub, "alice", "metrics")
     assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
+    # A valid token with the metrics scope that no server has seen yet.
+    _, unseen = hub.create_token("reader", [METRICS_SCOPE])
     assert hub.process is not None
     hub.process.kill()
     hub.process.wait(10)
     # A token the server has not resolved yet cannot be resolved now: refused, never admitted.
-    unknown = requests.get(metrics, headers={"Authorization": "Bearer a-token-nobody-resolved"}, timeout=30)
-    assert unknown.status_code in (403, 500)
+    for token in (unseen, "a-token-nobody-resolved"):
+        refused = requests.get(metrics, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert refused.status_code in (403, 500)
     # The token resolved before is in HubAuth's cache: Prometheus' scrapes go on while the hub is away.
     assert requests.get(metrics, headers=auth, timeout=30).status_code == 200
     log = hub.log()
     assert f"rucio_metrics: RucioMetrics.hub_metrics_scope = '{METRICS_SCOPE}': could not ask the hub" in log
-    assert "a-token-nobody-resolved" not in log and SCRAPE_TOKEN not in log
+    assert "a-token-nobody-resolved" not in log and SCRAPE_TOKEN not in log and unseen not in log

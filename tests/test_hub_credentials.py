@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from .servers.jupyterhub_process import FLEET_TOKEN, METRICS_SCOPE, SCRAPE_TOKEN, JupyterHubProcess
+from .servers.jupyterhub_process import (
+    ADMIN_TOKEN,
+    FLEET_TOKEN,
+    HUB_METRICS_TOKEN,
+    METRICS_SCOPE,
+    SCRAPE_TOKEN,
+    JupyterHubProcess,
+)
 from .servers.prometheus_process import PrometheusProcess
 from .support.deploy_files import deploy_config
 from .test_fleet import NOT_FOR_METRICS, run_fleet_helper, server_url
@@ -57,12 +64,17 @@ def captured_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture
         path.write_text(token + "\n")
         path.chmod(0o600)
     targets = root / "jupyterhub.json"
-    with JupyterHubProcess(server_options={"hub_token_cache_seconds": CACHE_SECONDS},
-                           metrics_readers=["reader"]) as hub:
+    # A built-in scope in the options is refused: the default (the custom scope) stays.
+    options = {"hub_token_cache_seconds": CACHE_SECONDS, "hub_metrics_scope": "read:metrics"}
+    with JupyterHubProcess(server_options=options, metrics_readers=["reader"]) as hub:
         captured_file = hub.home("alice") / "captured"
         user_config = hub.home("alice") / ".jupyter" / "jupyter_server_config.py"
         user_config.parent.mkdir(parents=True)
         user_config.write_text(CAPTURE_CONFIG.format(captured=str(captured_file)))
+        # carol turned rucio_metrics off in her own config: her server's metrics are jupyter_server's alone.
+        carol_config = hub.home("carol") / ".jupyter" / "jupyter_server_config.json"
+        carol_config.parent.mkdir(parents=True)
+        carol_config.write_text(json.dumps({"RucioMetrics": {"enabled": False}}))
         hub.start_servers(["alice", "bob"])
         helper = run_fleet_helper(hub, fleet_token_file, targets)
         assert helper.returncode == 0, helper.stderr
@@ -70,7 +82,9 @@ def captured_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture
             prom.wait_for_targets(2)
             prom.wait_for_scrapes_after(time.time())
         sent = [json.loads(line) for line in captured_file.read_text().splitlines()]
-        yield CapturedFleet(hub, [header.split(None, 1)[-1] for header in sent if header], hub.log())
+        log_after_scrapes = hub.log()
+        hub.start_servers(["carol"])  # after the scrapes: Prometheus would be refused at hers
+        yield CapturedFleet(hub, [header.split(None, 1)[-1] for header in sent if header], log_after_scrapes)
 
 
 def test_alice_kept_the_scrape_token_and_nothing_else(captured_fleet: CapturedFleet) -> None:
@@ -125,6 +139,22 @@ def test_a_revoked_metrics_token_is_refused_within_the_cache_setting(captured_fl
         time.sleep(0.2)
     print(f"\nrevoked token refused after {time.monotonic() - revoked:.1f} s (setting: {CACHE_SECONDS:g} s)")
     assert requests.get(url, headers=auth, timeout=30).status_code == 403
+
+
+def test_a_built_in_scope_in_the_options_is_refused_and_the_custom_scope_kept(captured_fleet: CapturedFleet) -> None:
+    hub = captured_fleet.hub
+    url = server_url(hub, "bob", "metrics")
+    assert requests.get(url, headers={"Authorization": f"Bearer {HUB_METRICS_TOKEN}"}, timeout=30).status_code == 403
+    assert requests.get(url, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}, timeout=30).status_code == 200
+    assert ("rucio_metrics: invalid option RucioMetrics.hub_metrics_scope = 'read:metrics': "
+            "not a JupyterHub custom scope") in captured_fleet.log_after_scrapes
+
+
+def test_a_server_with_rucio_metrics_off_refuses_the_scrape_token(captured_fleet: CapturedFleet) -> None:
+    hub = captured_fleet.hub
+    url = server_url(hub, "carol", "metrics")
+    assert requests.get(url, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}, timeout=30).status_code == 403
+    assert requests.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30).status_code == 200
 
 
 def test_no_log_line_shows_a_token(captured_fleet: CapturedFleet) -> None:

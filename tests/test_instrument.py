@@ -18,6 +18,7 @@ from rucio_metrics.metrics import MethodMetrics, Metrics
 from rucio_metrics.routes import app_rules
 
 from .support.apps import PREFIX, DetachHandler, OtherHandler, SyncHandler, make_app
+from .support.durations import Stopwatch, assert_plausible_durations, registry_samples
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 DURATION_COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"
@@ -31,6 +32,17 @@ def app(registry: CollectorRegistry) -> Application:
     app = make_app()
     instrument_app(app, "/", ["rucio-jupyterlab"], Metrics.on(registry))
     return app
+
+
+@pytest.fixture
+def wall() -> Stopwatch:
+    """Started before the test's requests: what none of them can have outlasted."""
+    return Stopwatch()
+
+
+def plausible(registry: CollectorRegistry, wall: Stopwatch) -> None:
+    """Each request counted on ``registry`` (fresh for the test) took more than 0 and less than the test so far."""
+    assert_plausible_durations({}, registry_samples(registry), wall.seconds)
 
 
 def requests(registry: CollectorRegistry, route: str, method: str, status: str) -> float | None:
@@ -58,24 +70,26 @@ async def fetch(client, path: str, **kwargs):  # type: ignore[no-untyped-def]
     return await client.fetch(path, **kwargs)
 
 
-async def test_sync_verb(http_server_client, registry):
+async def test_sync_verb(http_server_client, registry, wall):
     response = await fetch(http_server_client, f"{PREFIX}/sync")
     assert response.code == 200
     assert requests(registry, "sync", "GET", "200") == 1
     assert count(registry, "sync") == 1
     assert in_progress(registry, "sync") == 0
     assert all_requests(registry) == 1
+    plausible(registry, wall)
 
 
-async def test_async_verb_is_timed_until_it_really_ends(http_server_client, registry):
+async def test_async_verb_is_timed_until_it_really_ends(http_server_client, registry, wall):
     response = await fetch(http_server_client, f"{PREFIX}/async?sleep=0.2")
     assert response.code == 200
     assert requests(registry, "async", "GET", "200") == 1
     seconds = registry.get_sample_value(DURATION_SUM, {"handler": f"{PREFIX}/async", "method": "GET"})
     assert 0.2 <= seconds < 2
+    plausible(registry, wall)
 
 
-async def test_async_verb_behind_authenticated(http_server_client, registry):
+async def test_async_verb_behind_authenticated(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/login?user=alice")).code == 200
     assert (await fetch(http_server_client, f"{PREFIX}/login")).code == 302  # GET redirects to login_url
     assert (await fetch(http_server_client, f"{PREFIX}/login", method="POST", body="")).code == 403
@@ -84,67 +98,76 @@ async def test_async_verb_behind_authenticated(http_server_client, registry):
     assert requests(registry, "login", "POST", "403") == 1
     assert count(registry, "login") == 2
     assert count(registry, "login", "POST") == 1
+    plausible(registry, wall)
 
 
-async def test_http_error_in_verb(http_server_client, registry):
+async def test_http_error_in_verb(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/http-error")).code == 404
     assert requests(registry, "http-error", "GET", "404") == 1
     assert requests(registry, "http-error", "GET", "200") is None
     assert registry.get_sample_value(EXCEPTIONS, {"handler": f"{PREFIX}/http-error", "method": "GET",
                                                   "exception": "HTTPError"}) is None
+    plausible(registry, wall)
 
 
-async def test_unhandled_exception(http_server_client, registry):
+async def test_unhandled_exception(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/crash")).code == 500
     assert requests(registry, "crash", "GET", "500") == 1
     assert registry.get_sample_value(
         EXCEPTIONS, {"handler": f"{PREFIX}/crash", "method": "GET", "exception": "ValueError"}
     ) == 1
     assert in_progress(registry, "crash") == 0
+    plausible(registry, wall)
 
 
-async def test_prepare_rejects_before_the_verb(http_server_client, registry):
+async def test_prepare_rejects_before_the_verb(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/prepare")).code == 400
     assert (await fetch(http_server_client, f"{PREFIX}/prepare?namespace=atlas")).code == 200
     assert requests(registry, "prepare", "GET", "400") == 1
     assert requests(registry, "prepare", "GET", "200") == 1
     assert count(registry, "prepare") == 2
+    plausible(registry, wall)
 
 
-async def test_raise_finish(http_server_client, registry):
+async def test_raise_finish(http_server_client, registry, wall):
     response = await fetch(http_server_client, f"{PREFIX}/finish")
     assert (response.code, response.body) == (200, b"finished early")
     assert requests(registry, "finish", "GET", "200") == 1
     assert all_requests(registry) == 1
+    plausible(registry, wall)
 
 
-async def test_etag_match_is_304(http_server_client, registry):
+async def test_etag_match_is_304(http_server_client, registry, wall):
     first = await fetch(http_server_client, f"{PREFIX}/etag")
     second = await fetch(http_server_client, f"{PREFIX}/etag", headers={"If-None-Match": first.headers["Etag"]})
     assert (first.code, second.code) == (200, 304)
     assert requests(registry, "etag", "GET", "200") == 1
     assert requests(registry, "etag", "GET", "304") == 1
+    plausible(registry, wall)
 
 
-async def test_method_not_allowed(http_server_client, registry):
+async def test_method_not_allowed(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/sync", method="POST", body="")).code == 405
     assert requests(registry, "sync", "POST", "405") == 1
+    plausible(registry, wall)
 
 
-async def test_unknown_method_is_other(http_server_client, registry):
+async def test_unknown_method_is_other(http_server_client, registry, wall):
     response = await fetch(http_server_client, f"{PREFIX}/sync", method="PROPFIND", allow_nonstandard_methods=True)
     assert response.code == 405
     assert requests(registry, "sync", "OTHER", "405") == 1
+    plausible(registry, wall)
 
 
-async def test_unmatched_path_under_prefix_is_not_counted(http_server_client, registry):
+async def test_unmatched_path_under_prefix_is_not_counted(http_server_client, registry, wall):
     assert (await fetch(http_server_client, f"{PREFIX}/no/such/route?x=1")).code == 404
     assert all_requests(registry) == 0
     labels = {s.labels.get("handler") for m in registry.collect() for s in m.samples}
     assert not any("no/such" in str(label) for label in labels)
+    plausible(registry, wall)
 
 
-async def test_routes_outside_the_prefix_are_untouched(http_server_client, registry, app):
+async def test_routes_outside_the_prefix_are_untouched(http_server_client, registry, app, wall):
     assert (await fetch(http_server_client, "/other")).code == 200
     assert (await fetch(http_server_client, "/sync-elsewhere")).code == 200
     assert all_requests(registry) == 0
@@ -152,22 +175,25 @@ async def test_routes_outside_the_prefix_are_untouched(http_server_client, regis
     assert targets["/other$"] is OtherHandler
     assert targets["/sync-elsewhere$"] is SyncHandler  # the same class, instrumented elsewhere, is unchanged
     assert is_instrumented(targets[f"{PREFIX}/sync$"])
+    plausible(registry, wall)
 
 
-async def test_one_class_behind_two_routes(http_server_client, registry):
+async def test_one_class_behind_two_routes(http_server_client, registry, wall):
     await fetch(http_server_client, f"{PREFIX}/sync")
     await fetch(http_server_client, f"{PREFIX}/also-sync")
     await fetch(http_server_client, f"{PREFIX}/also-sync")
     assert requests(registry, "sync", "GET", "200") == 1
     assert requests(registry, "also-sync", "GET", "200") == 2
+    plausible(registry, wall)
 
 
-async def test_instrumenting_again_does_not_double_count(http_server_client, registry, app):
+async def test_instrumenting_again_does_not_double_count(http_server_client, registry, app, wall):
     metrics = Metrics.on(registry)
     assert instrument_app(app, "/", ["rucio-jupyterlab"], metrics) == []
     assert Metrics.on(registry) is metrics
     await fetch(http_server_client, f"{PREFIX}/sync")
     assert requests(registry, "sync", "GET", "200") == 1
+    plausible(registry, wall)
 
 
 async def test_series_exist_at_zero_before_any_request(registry, app):
@@ -177,7 +203,9 @@ async def test_series_exist_at_zero_before_any_request(registry, app):
     assert registry.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 9
 
 
-async def test_client_disconnect_is_499_and_in_progress_returns_to_zero(http_server_client, registry, http_server_port):
+async def test_client_disconnect_is_499_and_in_progress_returns_to_zero(
+    http_server_client, registry, http_server_port, wall
+):
     port = http_server_port[1]
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(f"GET {PREFIX}/async?sleep=0.5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -196,10 +224,11 @@ async def test_client_disconnect_is_499_and_in_progress_returns_to_zero(http_ser
     assert all_requests(registry) == 1
     assert count(registry, "async") == 1
     assert (await fetch(http_server_client, f"{PREFIX}/sync")).code == 200
+    plausible(registry, wall)
 
 
 async def test_the_duration_counts_from_the_headers_not_from_when_the_body_arrived(
-    http_server_client, registry, http_server_port
+    http_server_client, registry, http_server_port, wall
 ):
     # Tornado creates the handler only once the whole body is in; a slow upload's time is the client's wait too.
     reader, writer = await asyncio.open_connection("127.0.0.1", http_server_port[1])
@@ -216,9 +245,10 @@ async def test_the_duration_counts_from_the_headers_not_from_when_the_body_arriv
     assert count(registry, "sync", "PUT") == 1
     duration = registry.get_sample_value(DURATION_SUM, {"handler": f"{PREFIX}/sync", "method": "PUT"})
     assert 0.45 <= duration < 5  # the wait, less what parsing the headers took; 0.000 without the correction
+    plausible(registry, wall)
 
 
-async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(registry, http_server_port):
+async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(registry, http_server_port, wall):
     # Tornado's detach() marks the request finished and drops the close callback:
     # neither on_finish nor on_connection_close runs afterwards.
     app = Application([(f"{PREFIX}/detach", DetachHandler)])
@@ -238,9 +268,12 @@ async def test_a_handler_that_detaches_is_counted_with_the_status_set_so_far(reg
     assert requests(registry, "detach", "GET", "418") == 1
     assert count(registry, "detach") == 3
     assert in_progress(registry, "detach") == 0
+    plausible(registry, wall)
 
 
-async def test_a_failure_while_recording_never_breaks_the_request(http_server_client, registry, monkeypatch, caplog):
+async def test_a_failure_while_recording_never_breaks_the_request(
+    http_server_client, registry, monkeypatch, caplog, wall
+):
     def broken(*args: object) -> None:
         raise RuntimeError("registry is broken")
 
@@ -252,6 +285,7 @@ async def test_a_failure_while_recording_never_breaks_the_request(http_server_cl
     assert second.code == 500
     failures = [r for r in caplog.records if "recording a request failed" in r.getMessage()]
     assert len(failures) == 1
+    plausible(registry, wall)
 
 
 @pytest.mark.parametrize("nested", [True, False])
@@ -288,7 +322,7 @@ def test_instrumented_class_keeps_name_module_and_verbs(registry, app):
     assert "on_finish" not in vars(original)
 
 
-async def test_histogram_with_configured_buckets(http_server_port, io_loop):
+async def test_histogram_with_configured_buckets(http_server_port, io_loop, wall):
     registry = CollectorRegistry()
     app = make_app()
     instrument_app(app, "/", ["rucio-jupyterlab"], Metrics.on(registry, "histogram", [0.1, 1.0]))
@@ -311,4 +345,5 @@ async def test_histogram_with_configured_buckets(http_server_port, io_loop):
     assert registry.get_sample_value(bucket, {**labels, "le": "1.0"}) == 1
     assert registry.get_sample_value(bucket, {**labels, "le": "+Inf"}) == 1
     assert registry.get_sample_value(bucket, {"handler": f"{PREFIX}/sync", "method": "GET", "le": "0.1"}) == 1
+    plausible(registry, wall)
 

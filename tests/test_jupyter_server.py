@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 import rucio_metrics
 
 from .servers.jupyter_server_process import JupyterServerProcess, sample, unreachable_rucio_instance
+from .support.durations import Stopwatch, assert_plausible_durations
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
 COUNT = "rucio_jupyterlab_http_request_duration_seconds_count"
@@ -36,15 +38,29 @@ BODIES = {("PUT", "rucio-jupyterlab/instances"): {"instance": "atlas", "auth": "
           ("PUT", "rucio-jupyterlab/auth"): CREDENTIALS}
 
 
+@dataclass
+class Traffic:
+    """A server after TRAFFIC, and the seconds that traffic took."""
+
+    server: JupyterServerProcess
+    seconds: float
+
+
 @pytest.fixture(scope="module", params=["/", "/user/alice/"], ids=["root", "jupyterhub-base-url"])
-def server(request: pytest.FixtureRequest) -> Iterator[JupyterServerProcess]:
+def traffic(request: pytest.FixtureRequest) -> Iterator[Traffic]:
     with JupyterServerProcess(base_url=request.param, rucio_instances=[unreachable_rucio_instance()]) as server:
-        for method, path, expected in TRAFFIC:
-            response = server.request(method, path, json=BODIES.get((method, path.split("?")[0])))
-            assert response.status_code == expected, (method, path, response.text)
-        # Not logged in: jupyter_server's prepare() answers 403 before any rucio code runs.
-        assert requests.get(server.url("rucio-jupyterlab/instances"), timeout=10).status_code == 403
-        yield server
+        with Stopwatch() as wall:
+            for method, path, expected in TRAFFIC:
+                response = server.request(method, path, json=BODIES.get((method, path.split("?")[0])))
+                assert response.status_code == expected, (method, path, response.text)
+            # Not logged in: jupyter_server's prepare() answers 403 before any rucio code runs.
+            assert requests.get(server.url("rucio-jupyterlab/instances"), timeout=10).status_code == 403
+        yield Traffic(server, wall.seconds)
+
+
+@pytest.fixture(scope="module")
+def server(traffic: Traffic) -> JupyterServerProcess:
+    return traffic.server
 
 
 def test_every_request_is_counted_once_with_the_status_the_client_got(server):
@@ -67,8 +83,8 @@ def test_every_request_is_counted_once_with_the_status_the_client_got(server):
     assert counted == expected
 
 
-def test_summary_counts_and_in_progress(server):
-    samples = server.samples()
+def test_summary_counts_and_in_progress(traffic):
+    samples = traffic.server.samples()
     assert sample(samples, COUNT, handler="/rucio-jupyterlab/instances", method="GET") == 3
     assert sample(samples, COUNT, handler="/rucio-jupyterlab/files", method="GET") == 2
     assert sample(samples, COUNT, handler="/rucio-jupyterlab/upload/jobs", method="GET") == 2
@@ -76,6 +92,12 @@ def test_summary_counts_and_in_progress(server):
     in_progress = [v for (name, _), v in samples.items() if name == IN_PROGRESS]
     assert in_progress and all(v == 0 for v in in_progress)
     assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 16
+    # Every request of the traffic took some time, and the log-in's call to Rucio too; none longer than it.
+    grown = assert_plausible_durations({}, samples, traffic.seconds)
+    assert {family: events for family, (events, _) in grown.items()} == {
+        "rucio_jupyterlab_http_request_duration_seconds": len(TRAFFIC) + 1,
+        "rucio_jupyterlab_rucio_request_duration_seconds": 1,
+    }
 
 
 def test_handler_label_is_the_route_template_whatever_the_base_url(server):
@@ -117,12 +139,14 @@ def test_metrics_endpoint_needs_the_token(server):
 def test_bad_option_is_logged_and_the_server_serves_everything():
     with JupyterServerProcess(extra_config={"RucioMetrics": {"latency_metric": "histogram", "buckets": [3, 1]}},
                               args=["--RucioMetrics.route_prefixes=['rucio(.*)']"]) as server:
-        assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
-        assert server.request("GET", "api/status").status_code == 200
+        with Stopwatch() as wall:
+            assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+            assert server.request("GET", "api/status").status_code == 200
         log = server.log()
         assert "invalid option RucioMetrics.buckets = [3, 1]: buckets must be strictly increasing" in log
         assert "invalid option RucioMetrics.route_prefixes" in log and "rucio(.*)" in log
         samples = server.samples()
+    assert_plausible_durations({}, samples, wall.seconds)
     bucket = "rucio_jupyterlab_http_request_duration_seconds_bucket"
     assert sample(samples, bucket, handler="/rucio-jupyterlab/instances", method="GET", le="0.005") is not None
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/instances", method="GET", status_code="200") == 1
@@ -134,9 +158,11 @@ def test_buckets_only_infinite_fall_back_to_the_default_and_the_routes_are_measu
     inf = float("inf")
     with JupyterServerProcess(extra_config={"RucioMetrics": {"latency_metric": "histogram", "buckets": [inf, inf]}}) \
             as server:
-        assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
+        with Stopwatch() as wall:
+            assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
         log = server.log()
         samples = server.samples("rucio_jupyterlab_http_")
+    assert_plausible_durations({}, samples, wall.seconds)
     assert "invalid option RucioMetrics.buckets = [inf, inf]: buckets must be strictly increasing" in log
     assert "failed to load" not in log
     assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 16
@@ -163,9 +189,11 @@ def test_without_the_rucio_extension_instrumented_routes_is_zero():
 
 def test_routes_added_by_an_extension_loading_later_are_instrumented():
     with JupyterServerProcess(extensions={"tests.support.extra_routes_extension": True}) as server:
-        assert server.request("GET", "rucio-jupyterlab/test/late").status_code == 200
-        assert server.request("GET", "rucio-jupyterlab/test/slow?sleep=0.1").status_code == 200
+        with Stopwatch() as wall:
+            assert server.request("GET", "rucio-jupyterlab/test/late").status_code == 200
+            assert server.request("GET", "rucio-jupyterlab/test/slow?sleep=0.1").status_code == 200
         samples = server.samples()
+    assert_plausible_durations({}, samples, wall.seconds)
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/test/late", method="GET", status_code="200") == 1
     assert sample(samples, REQUESTS, handler="/rucio-jupyterlab/test/slow", method="GET", status_code="200") == 1
     assert sample(samples, "rucio_jupyterlab_http_instrumented_routes") == 19

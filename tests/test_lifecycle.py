@@ -28,6 +28,8 @@ from rucio_metrics.instrument import is_instrumented
 from rucio_metrics.routes import app_rules, rules_under
 from rucio_metrics.scrape_path import metrics_path, prometheus_spelling
 
+from .support.durations import Stopwatch, assert_plausible_durations, registry_samples
+
 INSTANCES = {"handler": "/rucio-jupyterlab/instances", "method": "GET", "status_code": "200"}
 EXTENSIONS = {"rucio_jupyterlab.server": True, "rucio_metrics": True}
 
@@ -50,10 +52,12 @@ async def test_loading_twice_neither_raises_nor_double_counts(jp_serverapp, jp_f
         rucio_metrics._load_jupyter_server_extension(jp_serverapp)
         rucio_metrics._load_jupyter_server_extension(jp_serverapp)
     assert not [r for r in caplog.records if "rucio_metrics" in r.getMessage()]
-    before = instances_count()
-    for _ in range(3):
-        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+    before, samples = instances_count(), registry_samples(REGISTRY)
+    with Stopwatch() as wall:
+        for _ in range(3):
+            assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
     assert instances_count() - before == 3
+    assert_plausible_durations(samples, registry_samples(REGISTRY), wall.seconds)
 
 
 async def test_two_server_apps_in_one_process(jp_serverapp, jp_fetch, tmp_path):
@@ -67,13 +71,15 @@ async def test_two_server_apps_in_one_process(jp_serverapp, jp_fetch, tmp_path):
     try:
         assert all(is_instrumented(r.target) for r in app_rules(second.web_app)
                    if r.matcher.regex.pattern.startswith("/rucio-jupyterlab/"))
-        before = instances_count()
-        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
-        for _ in range(2):
-            response = await client.fetch(f"http://127.0.0.1:{port}/rucio-jupyterlab/instances",
-                                          headers={"Authorization": "token second-token"})
-            assert response.code == 200
+        before, samples = instances_count(), registry_samples(REGISTRY)
+        with Stopwatch() as wall:
+            assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+            for _ in range(2):
+                response = await client.fetch(f"http://127.0.0.1:{port}/rucio-jupyterlab/instances",
+                                              headers={"Authorization": "token second-token"})
+                assert response.code == 200
         assert instances_count() - before == 3
+        assert_plausible_durations(samples, registry_samples(REGISTRY), wall.seconds)
         assert REGISTRY.get_sample_value("rucio_jupyterlab_http_instrumented_routes") == 16
     finally:
         client.close()
@@ -99,8 +105,11 @@ async def test_disabled_extension_leaves_routes_alone_then_enabling_counts(jp_se
     assert rule_patterns(jp_serverapp) - patterns == {re.escape(alias) + "$"}
     assert patterns <= rule_patterns(jp_serverapp)
     assert all(is_instrumented(r.target) for r in rucio)
-    assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+    samples = registry_samples(REGISTRY)
+    with Stopwatch() as wall:
+        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
     assert instances_count() - before == 1
+    assert_plausible_durations(samples, registry_samples(REGISTRY), wall.seconds)
 
 
 class LateHandler(RequestHandler):
@@ -190,9 +199,11 @@ async def test_instrumented_routes_is_exported_even_when_instrumenting_fails(jp_
 async def test_the_routes_are_measured_when_the_versions_cannot_be_read(jp_serverapp, jp_fetch, caplog, monkeypatch):
     with caplog.at_level(logging.WARNING), \
             loaded_with_a_failure(jp_serverapp, monkeypatch, "rucio_metrics.build_info.versions") as registry:
-        before = instances_count()
-        assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
+        before, samples = instances_count(), registry_samples(REGISTRY)
+        with Stopwatch() as wall:
+            assert (await jp_fetch("rucio-jupyterlab", "instances")).code == 200
         assert instances_count() - before == 1
+        assert_plausible_durations(samples, registry_samples(REGISTRY), wall.seconds)
     # The load went on past the gauge: the calls to Rucio, set up after it, are measured on this registry.
     assert {m.name for m in registry.collect()} >= {"rucio_jupyterlab_http_instrumented_routes",
                                                     "rucio_jupyterlab_rucio_requests"}

@@ -75,7 +75,8 @@ def test_the_metrics_token_opens_nothing_on_the_server(listened: ListenedServer)
     server = listened.server
     auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     for method, path in [("GET", "metrics"), ("GET", "api/sessions"), ("POST", "api/kernels"),
-                         ("POST", "api/contents"), ("GET", "rucio-jupyterlab/auth?namespace=atlas&type=userpass"),
+                         ("POST", "api/contents"), ("POST", "api/terminals"),
+                         ("GET", "rucio-jupyterlab/auth?namespace=atlas&type=userpass"),
                          ("GET", "rucio-jupyterlab/instances")]:
         got = requests.request(method, server.url(path), headers=auth, json={}, timeout=10, allow_redirects=False)
         assert got.status_code == 403, (method, path, got.status_code)

@@ -202,3 +202,24 @@ def test_a_token_shorter_than_16_characters_keeps_the_listener_off(tmp_path: Pat
         "rucio_metrics: RucioMetrics.metrics_token_file: the file holds a token shorter than 16 characters "
         "(make one with: openssl rand -hex 32); the metrics listener stays off (<base_url>metrics still serves)"
     ]
+
+
+@pytest.mark.parametrize("ip", ["", "*"])
+def test_an_empty_or_star_address_binds_every_address(ip: str, tmp_path: Path) -> None:
+    # As the option's help says: every address of the machine, IPv4 and IPv6 where there is IPv6.
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    loop = asyncio.new_event_loop()
+    try:
+        async def start() -> list[tuple[str, ...]]:
+            server = start_metrics_listener(ip, 0, str(token_file), logging.getLogger("test-bind"), CollectorRegistry())
+            assert server is not None
+            bound = [sock.getsockname()[:1] for sock in server._sockets.values()]
+            server.stop()
+            return bound
+
+        bound = loop.run_until_complete(start())
+    finally:
+        loop.close()
+    assert ("0.0.0.0",) in bound

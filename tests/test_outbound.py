@@ -35,6 +35,7 @@ from rucio_metrics.outbound import (
     outcome_of,
 )
 from tests.servers.jupyter_server_process import REPO
+from tests.support.durations import Stopwatch, assert_plausible_durations, registry_samples
 from tests.support.rucio_standin import ACCOUNT, PASSWORD, RULES, USERNAME, RucioStandIn
 
 REQUESTS = "rucio_jupyterlab_rucio_requests_total"
@@ -67,6 +68,17 @@ def api_class(rucio_api_class: type, rucio: RucioStandIn, registry: CollectorReg
     wrapped, missing = instrument_rucio_api(subclass, OutboundMetrics.on(registry))
     assert (wrapped, missing) == (list(OPERATIONS), [])
     return subclass
+
+
+@pytest.fixture
+def wall() -> Stopwatch:
+    """Started before the test's calls: what none of them can have outlasted."""
+    return Stopwatch()
+
+
+def plausible(registry: CollectorRegistry, wall: Stopwatch, concurrency: int = 1) -> None:
+    """Each call counted on ``registry`` (fresh for the test) took more than 0 and less than the test so far."""
+    assert_plausible_durations({}, registry_samples(registry), wall.seconds, concurrency=concurrency)
 
 
 def plain_subclass(rucio_api_class: type) -> type:
@@ -117,7 +129,7 @@ class _Log(logging.Handler):
 
 
 def test_every_operation_is_counted_once_by_instance_and_method(
-    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
 ) -> None:
     api = client(api_class, rucio)
     assert api.get_scopes() == ["user.alice", "data18", "mc16"]
@@ -137,9 +149,12 @@ def test_every_operation_is_counted_once_by_instance_and_method(
         **{(DURATION + "_count", "atlas", op): 1.0 for op in OPERATIONS},
     }
     assert len(rucio.requests()) == len(OPERATIONS)
+    plausible(registry, wall)
 
 
-def test_outcomes_follow_what_rucio_answered(api_class: type, rucio: RucioStandIn, registry: CollectorRegistry) -> None:
+def test_outcomes_follow_what_rucio_answered(
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
+) -> None:
     api = client(api_class, rucio)
     api.get_scopes()  # token now cached: what follows is one request per call
 
@@ -180,10 +195,11 @@ def test_outcomes_follow_what_rucio_answered(api_class: type, rucio: RucioStandI
         (DURATION + "_count", "atlas", "search_did"): 1.0,
         (DURATION + "_count", "atlas", "add_replication_rule"): 1.0,
     }
+    plausible(registry, wall)
 
 
 def test_a_failed_token_request_fails_the_call_that_needed_it(
-    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
 ) -> None:
     with pytest.raises(Exception, match="401"):
         client(api_class, rucio, password="wrong").get_scopes()
@@ -202,18 +218,24 @@ def test_a_failed_token_request_fails_the_call_that_needed_it(
         (DURATION + "_count", "cms", "add_replication_rule"): 1.0,
     }
     assert rucio.requests() == ["GET /auth/userpass", "GET /auth/userpass"]
+    plausible(registry, wall)
 
 
-def test_duration_is_the_time_rucio_took(api_class: type, rucio: RucioStandIn, registry: CollectorRegistry) -> None:
+def test_duration_is_the_time_rucio_took(
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
+) -> None:
     api = client(api_class, rucio)
     api.get_scopes()
     rucio.delay("GET /rses", 0.3)
     api.get_rses()
     seconds = registry.get_sample_value(DURATION + "_sum", {"instance": "atlas", "operation": "get_rses"})
     assert seconds is not None and 0.3 <= seconds < 1.0
+    plausible(registry, wall)
 
 
-def test_a_timeout_is_told_apart_from_a_refused_connection(rucio: RucioStandIn, registry: CollectorRegistry) -> None:
+def test_a_timeout_is_told_apart_from_a_refused_connection(
+    rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
+) -> None:
     # rucio-jupyterlab 41 sets no timeout itself; a client that does gets "timeout".
     class API:
         instance_config: ClassVar[dict[str, str]] = {"name": "atlas"}
@@ -232,6 +254,7 @@ def test_a_timeout_is_told_apart_from_a_refused_connection(rucio: RucioStandIn, 
         API().get_rses()
     assert count(registry, "atlas", "get_scopes", "timeout") == 1.0
     assert count(registry, "atlas", "get_rses", "connection_error") == 1.0
+    plausible(registry, wall)
 
 
 @pytest.mark.parametrize(
@@ -296,7 +319,7 @@ def test_return_values_and_exceptions_are_untouched(
 
 
 def test_instrumenting_twice_never_double_counts(
-    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
 ) -> None:
     method = api_class.get_scopes
     assert instrument_rucio_api(api_class, OutboundMetrics.on(registry)) == ([], [])
@@ -310,6 +333,8 @@ def test_instrumenting_twice_never_double_counts(
     client(api_class, rucio).get_scopes()
     assert count(registry, "atlas", "get_scopes", "2xx") == 1.0
     assert count(other, "atlas", "get_scopes", "2xx") == 1.0
+    plausible(registry, wall)
+    plausible(other, wall)
 
 
 def test_metrics_are_created_once_per_registry(registry: CollectorRegistry) -> None:
@@ -332,7 +357,7 @@ def test_series_exist_at_zero_for_configured_instances(registry: CollectorRegist
 
 
 def test_concurrent_calls_from_threads_are_counted_exactly(
-    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch
 ) -> None:
     # As in rucio-jupyterlab: RucioAPI objects made per request, run in a pool.
     # Nobody holds a token yet, so concurrent first calls race to fetch one.
@@ -369,6 +394,7 @@ def test_concurrent_calls_from_threads_are_counted_exactly(
     assert seen["GET /scopes/"] == seen["GET /rses"] == seen["GET /dids/data18/file2.root/parents"] == 100
     duration = registry.get_sample_value(DURATION + "_sum", {"instance": "atlas", "operation": "get_scopes"})
     assert duration is not None and duration >= 100 * 0.01
+    plausible(registry, wall, concurrency=16)
 
 
 def test_a_recording_failure_never_breaks_the_call(
@@ -437,7 +463,7 @@ def test_rucio_jupyterlab_not_loaded_is_not_imported(
 
 
 def test_changed_api_shape_gives_one_warning_and_measures_the_rest(
-    rucio_api_class: type, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
+    rucio_api_class: type, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, wall: Stopwatch
 ) -> None:
     class RucioAPI:  # get_scopes became a property, get_rule_details is gone
         instance_config: ClassVar[dict[str, str]] = {"name": "atlas"}
@@ -470,6 +496,7 @@ def test_changed_api_shape_gives_one_warning_and_measures_the_rest(
     assert log2.warnings() == log.warnings()
     RucioAPI().get_rses()
     assert count(registry, "atlas", "get_rses", "2xx") == 2.0
+    plausible(registry, wall)
 
 
 def test_threads_see_one_wrapper(rucio_api_class: type, registry: CollectorRegistry) -> None:

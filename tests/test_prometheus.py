@@ -45,6 +45,13 @@ from .support.deploy_files import (
     promtool,
     rule_expressions,
 )
+from .support.durations import (
+    TRANSFER_DURATION,
+    Samples,
+    Stopwatch,
+    assert_plausible_durations,
+    prometheus_samples,
+)
 
 CREDENTIALS = {"namespace": "atlas", "type": "userpass", "params": {"username": "u", "password": "p", "account": "a"}}
 DETAILS = "rucio-jupyterlab/upload/jobs/details?namespace=atlas&id=nope"
@@ -87,12 +94,22 @@ class Fleet:
         self.instance = {name: f"127.0.0.1:{server.metrics_port}" for name, server in servers.items()}
         self.name = {instance: name for name, instance in self.instance.items()}
         self.after_traffic = 0.0
+        # Seconds spent in send(), one request at a time: no request, nor a call to Rucio inside one, took longer.
+        self.sending_seconds = 0.0
+        # Seconds from before the download's request to after its end was counted.
+        self.transfer_seconds = 0.0
 
     def send(self, calls: list[tuple[str, str, str, int, int, dict[str, Any]]]) -> None:
-        for server, method, path, status, n, kwargs in calls:
-            for _ in range(n):
-                got = self.servers[server].request(method, path, **kwargs).status_code
-                assert got == status, f"{method} {server} {path}: {got}, expected {status}"
+        with Stopwatch() as wall:
+            for server, method, path, status, n, kwargs in calls:
+                for _ in range(n):
+                    got = self.servers[server].request(method, path, **kwargs).status_code
+                    assert got == status, f"{method} {server} {path}: {got}, expected {status}"
+        self.sending_seconds += wall.seconds
+
+    def our_samples(self) -> Samples:
+        """Every series of ours as Prometheus scraped it last, keyed as ``JupyterServerProcess.samples`` keys them."""
+        return prometheus_samples(self.prometheus.query('{__name__=~"rucio_jupyterlab_.+"}'))
 
     def values(self, expr: str, *by: str) -> dict[tuple[str, ...], float]:
         """Like ``PrometheusProcess.values``, with instance labels given as server names."""
@@ -144,8 +161,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         with PrometheusProcess(deploy_config("jupyter-server.yml", token_file, static_configs=targets)) as prometheus:
             fleet = Fleet(servers, prometheus)
             prometheus.wait_for_targets(len(servers))
-            fleet.send(SETUP)
-            wait_for_transfers_to_end(servers["alice"], 1)
+            with Stopwatch() as transfer:
+                fleet.send(SETUP)
+                wait_for_transfers_to_end(servers["alice"], 1)
+            fleet.transfer_seconds = transfer.seconds
             for _ in range(ROUNDS):
                 fleet.send(ROUND)
                 fleet.after_traffic = time.time()
@@ -193,6 +212,12 @@ def test_promql_durations_and_exceptions_match_the_requests(fleet: Fleet) -> Non
         ("alice", "/rucio-jupyterlab/upload/jobs/details", "IndexError"): float(ROUNDS),
     }
     assert fleet.values("sum(rucio_jupyterlab_http_requests_in_progress)") == {(): 0.0}
+    # Each request, and each call to Rucio in one, took some time, and less than sending them all did.
+    grown = assert_plausible_durations({}, fleet.our_samples(), fleet.sending_seconds)
+    assert {family: events for family, (events, _) in grown.items()} == {
+        "rucio_jupyterlab_http_request_duration_seconds": sum(per_route.values()),
+        "rucio_jupyterlab_rucio_request_duration_seconds": 2,  # the two log-ins
+    }
 
 
 def test_outbound_series_name_the_rucio_instance_rucio_instance(fleet: Fleet) -> None:
@@ -219,6 +244,8 @@ def test_transfer_series_carry_the_rucio_instance_themselves(fleet: Fleet) -> No
                          "outcome")
     assert ended == {("alice", "cms", "download", "failed"): 1.0}
     assert fleet.values("sum(rucio_jupyterlab_transfers_in_progress)") == {(): 0.0}
+    assert assert_plausible_durations({}, fleet.our_samples(), fleet.transfer_seconds,
+                                      families=[TRANSFER_DURATION])[TRANSFER_DURATION][0] == 1
     # NaN (0/0) where nothing ended; ">= 0" leaves those out.
     ratio = fleet.values("job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h >= 0",
                          "rucio_instance", "direction")
@@ -336,10 +363,12 @@ def test_dashboard_panels_filter_by_instance_and_handler(fleet: Fleet) -> None:
 
 
 def test_token_file_is_what_authenticates(fleet: Fleet, tmp_path: Path) -> None:
-    # Without the token, the same config's scrape of the same server is refused.
+    # Without the listener's token, the same config's scrape of the same server is refused, even with
+    # the server's own token, which opens all of <base_url>metrics and the rest of the server.
     wrong = tmp_path / "wrong-token"
-    wrong.write_text("not-the-token")
+    wrong.write_text(TOKEN)
     server = fleet.servers["alice"]
+    assert server.request("GET", "metrics").status_code == 200  # with that same token
     targets = [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]
     with PrometheusProcess(deploy_config("jupyter-server.yml", wrong, static_configs=targets)) as prometheus:
         [target] = prometheus.wait_for_targets(1)

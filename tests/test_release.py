@@ -295,3 +295,18 @@ def test_the_changelog_is_keep_a_changelog() -> None:
     assert "[Unreleased]: https://github.com/rucio/rucio-metrics/compare/" in changelog
     kinds = {line[4:] for line in changelog.splitlines() if line.startswith("### ")}
     assert kinds <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
+
+
+def test_dependabot_keeps_the_pins_moving_and_is_valid(tmp_path: Path) -> None:
+    config = REPO / ".github" / "dependabot.yml"
+    done = subprocess.run([str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema",
+                           "vendor.dependabot", str(config)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    updates = {(u["package-ecosystem"], u["directory"]) for u in yaml.safe_load(config.read_text())["updates"]}
+    assert updates == {("github-actions", "/"), ("pip", "/.github")}
+    broken = tmp_path / "dependabot.yml"
+    broken.write_text(config.read_text().replace("interval: weekly", "interval: hourly", 1))
+    rejected = subprocess.run([str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema",
+                               "vendor.dependabot", str(broken)], capture_output=True, text=True, timeout=120,
+                              check=False)
+    assert rejected.returncode != 0

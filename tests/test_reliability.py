@@ -14,6 +14,7 @@ import requests
 from tornado.httpclient import HTTPRequest
 
 from .servers.jupyter_server_process import TOKEN, JupyterServerProcess, sample, unreachable_rucio_instance
+from .support.durations import Stopwatch, assert_plausible_durations
 from .support.load import send_all
 
 REQUESTS = "rucio_jupyterlab_http_requests_total"
@@ -76,9 +77,10 @@ def test_load_5000_requests_at_concurrency_50_are_counted_exactly(server):
     total = 5000
     batch = [HTTPRequest(server.url(routes[i % len(routes)][0]), headers=HEADERS, request_timeout=60)
              for i in range(total)]
-    before = server.samples()
-    tally = send_all(batch, concurrency=50)
-    after = server.samples()
+    with Stopwatch() as wall:
+        before = server.samples()
+        tally = send_all(batch, concurrency=50)
+        after = server.samples()
 
     assert sum(tally.values()) == total
     assert not [k for k in tally if k[2] == 599], "the client got no response for some requests"
@@ -93,9 +95,11 @@ def test_load_5000_requests_at_concurrency_50_are_counted_exactly(server):
         labels = frozenset({"handler": label, "method": "GET"}.items())
         assert after[(COUNT, labels)] - before.get((COUNT, labels), 0) == total / len(routes)
     assert in_progress_total(after) == 0
+    assert_plausible_durations(before, after, wall.seconds, concurrency=50)
 
 
 def test_client_disconnect_mid_request_is_counted_once(server):
+    wall = Stopwatch()
     before = server.samples()
     slow = "/rucio-jupyterlab/test/slow"
     with socket.create_connection(("127.0.0.1", server.port)) as s:
@@ -109,6 +113,7 @@ def test_client_disconnect_mid_request_is_counted_once(server):
         {(("handler", slow), ("method", "GET"), ("status_code", "499")): 1})
     assert delta(before, after, COUNT) == Counter({(("handler", slow), ("method", "GET")): 1})
     assert in_progress_total(after) == 0
+    assert_plausible_durations(before, after, wall.seconds)
     assert server.request("GET", f"{PREFIX}/instances").status_code == 200
 
 
@@ -119,6 +124,7 @@ def test_client_disconnect_mid_request_is_counted_once(server):
     ("after_flush", 200, "200", "LookupError"),
 ])
 def test_faults_in_handlers(server, at, client_status, counted_status, exception):
+    wall = Stopwatch()
     before = server.samples()
     response = server.request("GET", f"{PREFIX}/test/fault?at={at}")
     assert response.status_code == client_status
@@ -130,6 +136,7 @@ def test_faults_in_handlers(server, at, client_status, counted_status, exception
     assert delta(before, after, EXCEPTIONS) == Counter(
         {(("exception", exception), ("handler", fault), ("method", "GET")): 1})
     assert in_progress_total(after) == 0
+    assert_plausible_durations(before, after, wall.seconds)
     assert server.request("GET", f"{PREFIX}/instances").status_code == 200
 
 
@@ -143,6 +150,7 @@ def test_hostile_input_creates_no_series_and_leaks_nothing_into_labels(server):
                 for m in ("PROPFIND", "BREW", "TRACE", "POST")]
     hostile += [HTTPRequest(server.url(f"{PREFIX}/instances?q={marker}{'x' * 30_000}"),
                             headers={**HEADERS, "X-Big": marker + "y" * 30_000}, request_timeout=60)]
+    wall = Stopwatch()
     before = server.samples()
     tally = send_all(hostile, concurrency=50, timeout=240)
     assert sum(tally.values()) == len(hostile)
@@ -171,6 +179,7 @@ def test_hostile_input_creates_no_series_and_leaks_nothing_into_labels(server):
     assert counted[("/rucio-jupyterlab/instances", "GET", "200")] == 2  # huge query; raw byte in query
     assert sum(v for (h, _, _), v in counted.items() if marker in h) == 0
     assert in_progress_total(after) == 0
+    assert_plausible_durations(before, after, wall.seconds, concurrency=50)
 
 
 def test_metrics_needs_a_token_by_default(server):

@@ -35,6 +35,14 @@ from .support.deploy_files import (
     rule_expressions,
     rules,
 )
+from .support.durations import (
+    HTTP_DURATION,
+    RUCIO_DURATION,
+    TRANSFER_DURATION,
+    Stopwatch,
+    assert_plausible_durations,
+    prometheus_samples,
+)
 from .support.rucio_standin import RucioStandIn, userpass_credentials
 from .test_prometheus import start_all
 
@@ -42,6 +50,8 @@ REMOTE_WRITE = "jupyterhub-fleet-remote-write.yml"
 # The per-server gauges the fleet panels and alerts read, besides the recording rules.
 GAUGES = {"up", "rucio_metrics_build_info", "rucio_jupyterlab_http_instrumented_routes",
           "rucio_jupyterlab_http_requests_in_progress"}
+# The downloads drive() starts.
+DOWNLOADS = 2
 # The dashboard's fleet panels: those with "(fleet, recording rule)" in the title, and these, which read gauges.
 FLEET_PANELS = {"Servers running rucio_metrics", "Servers without Rucio routes", "Servers by version",
                 "Requests in progress", "Requests in progress by route"}
@@ -94,6 +104,8 @@ class Stores:
     def __init__(self, prometheus: PrometheusProcess, victoria: VictoriaMetricsProcess) -> None:
         self.prometheus, self.victoria = prometheus, victoria
         self.at = 0.0  # an instant both stores have every sample of
+        self.drive_seconds = 0.0  # what drive() took: no request, call to Rucio or transfer of it took longer
+        self.requests_sent = 0  # by drive()
 
     def both(self, expr: str) -> tuple[dict[tuple[tuple[str, str], ...], float], ...]:
         """``expr`` at ``at`` on Prometheus and on VictoriaMetrics, NaN left out (MetricsQL drops NaN)."""
@@ -136,10 +148,12 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
                 point_remote_write_at(config, victoria)
                 with PrometheusProcess(config) as prometheus:
                     prometheus.wait_for_targets(len(servers))
-                    drive(servers["alice"], rucio, prometheus)
+                    with Stopwatch() as wall:
+                        sent = drive(servers["alice"], rucio, prometheus)
                     for _ in range(2):  # the recording group, then the alert group reading it
                         prometheus.wait_for_rule_evaluation_after(time.time())
                     found = Stores(prometheus, victoria)
+                    found.drive_seconds, found.requests_sent = wall.seconds, sent
                     found.at = time.time() - 0.5
                     wait_for_samples_after(victoria, prometheus, found.at)
                     yield found
@@ -148,15 +162,19 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
                 server.stop()
 
 
-def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: PrometheusProcess) -> None:
-    """Successes, 4xx, 5xx, an exception and failing Rucio calls, over two scrapes (so rates exist)."""
+def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: PrometheusProcess) -> int:
+    """Successes, 4xx, 5xx, an exception and failing Rucio calls, over two scrapes (so rates exist); how many."""
+    sent = 0
+
     def call(method: str, path: str, status: int, **kwargs: Any) -> None:
+        nonlocal sent
+        sent += 1
         assert server.request(method, path, **kwargs).status_code == status
 
     call("PUT", "rucio-jupyterlab/instances", 200, json={"instance": "atlas", "auth": "userpass"})
     call("PUT", "rucio-jupyterlab/auth", 200, json=userpass_credentials("atlas"))
     call("PUT", "rucio-jupyterlab/auth", 200, json=userpass_credentials("cms"))
-    for ended in (1, 2):
+    for ended in range(1, DOWNLOADS + 1):
         # A download the stand-in cannot serve: a failed transfer, with its reason and duration; two, a
         # scrape apart, as a series that appears at 1 gives rate() nothing until it changes.
         call("POST", "rucio-jupyterlab/did/make-available?namespace=cms", 200, json={"did": "user.alice:f"})
@@ -172,6 +190,16 @@ def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: Prometh
         call("GET", "rucio-jupyterlab/list-scopes?namespace=atlas", 500)
         rucio.reset()
         prometheus.wait_for_scrapes_after(time.time())
+    return sent
+
+
+def test_what_drive_sent_took_plausible_times(stores: Stores) -> None:
+    # Prometheus keeps the raw series the store does not get: every request, call to Rucio and download.
+    samples = prometheus_samples(stores.prometheus.query('{__name__=~"rucio_jupyterlab_.+"}'))
+    families = [HTTP_DURATION, RUCIO_DURATION, TRANSFER_DURATION]
+    grown = assert_plausible_durations({}, samples, stores.drive_seconds, families=families)
+    assert (grown[HTTP_DURATION][0], grown[TRANSFER_DURATION][0]) == (stores.requests_sent, DOWNLOADS)
+    assert grown[RUCIO_DURATION][0] > 0
 
 
 def wait_for_samples_after(victoria: VictoriaMetricsProcess, prometheus: PrometheusProcess, at: float,

@@ -16,7 +16,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers.jupyter_server_process import JupyterServerProcess
-from tests.support.route_samples import HTTP, RUCIO, Session, expect, inbound, logged_in_server, outbound, seconds
+from tests.support.durations import Stopwatch, assert_plausible_durations
+from tests.support.route_samples import (
+    HTTP,
+    RUCIO,
+    Samples,
+    Session,
+    changes,
+    expect,
+    inbound,
+    logged_in_server,
+    outbound,
+    seconds,
+)
 from tests.support.rucio_standin import RucioStandIn, userpass_credentials
 
 
@@ -34,8 +46,15 @@ def server(rucio: RucioStandIn, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 class FaultSession(Session):
     def __init__(self, server: JupyterServerProcess, rucio: RucioStandIn) -> None:
+        self.wall = Stopwatch()  # started before the first scrape: whatever is counted after it took less
         super().__init__(server)
         self.rucio = rucio
+
+    def changes(self) -> Samples:
+        """The counters' changes since the test started, once the durations of what they counted are plausible."""
+        after = self.server.samples()
+        assert_plausible_durations(self.before, after, self.wall.seconds)
+        return changes(self.before, after)
 
 
 @pytest.fixture

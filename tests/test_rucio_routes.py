@@ -35,8 +35,10 @@ from rucio_metrics.outbound import OPERATIONS
 from tests.servers.jupyter_server_process import JupyterServerProcess
 from tests.servers.rucio_server import RucioServer
 from tests.servers.rucio_server_setup import DATASETS
+from tests.support.durations import Stopwatch, assert_plausible_durations
 from tests.support.route_samples import (
     RUCIO,
+    Samples,
     Session,
     changes,
     counters,
@@ -101,11 +103,20 @@ class RucioSession(Session):
     """The module's servers, the counters and Rucio's access log as they were when the test started."""
 
     def __init__(self, server: JupyterServerProcess, rucio: RucioServer) -> None:
+        self.wall = Stopwatch()  # started before the first scrape: whatever is counted after it took less
         super().__init__(server)
         self.rucio = rucio
         self.log_start = len(rucio.access_log())
         # Requests to Rucio the test expects from elsewhere than RucioAPI (regexes on the path).
         self.not_from_rucio_api: list[str] = []
+        # How many requests the test sends at a time at most.
+        self.concurrency = 1
+
+    def changes(self) -> Samples:
+        """The counters' changes since the test started, once the durations of what they counted are plausible."""
+        after = self.server.samples()
+        assert_plausible_durations(self.before, after, self.wall.seconds, concurrency=self.concurrency)
+        return changes(self.before, after)
 
     def rucio_log(self) -> list[tuple[str, str, int]]:
         """What Rucio logged since the test started: ``(method, path, status)``."""
@@ -114,7 +125,8 @@ class RucioSession(Session):
     def wait_for_changes(self, want: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
         """Wait for work a route left running in the background to be counted."""
         deadline = time.monotonic() + 10
-        while self.changes() != want and time.monotonic() < deadline:
+        # Without the durations' check: a call may be counted in one family and not yet in the other.
+        while changes(self.before, self.server.samples()) != want and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -457,7 +469,8 @@ def test_concurrent_requests_are_counted_exactly(rj: RucioSession) -> None:
         route, params = calls[i % 3]
         return rj.call("GET", route, **params).status_code
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    rj.concurrency = 16
+    with ThreadPoolExecutor(max_workers=rj.concurrency) as pool:
         statuses = Counter(pool.map(call, range(60)))
     assert statuses == {200: 40, 500: 20}
     assert rj.changes() == expect(
@@ -479,11 +492,14 @@ def test_no_active_auth_method_hits_the_upstream_bug(rucio: RucioServer) -> None
     # RucioAuthenticationException() without its argument; the TypeError comes back wrapped, as a 500.
     with JupyterServerProcess(rucio_instances=[rucio.instance_config("atlas")]) as server:
         assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("atlas")).ok
-        before = server.samples()
-        response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"})
+        with Stopwatch() as wall:
+            before = server.samples()
+            response = server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"})
+            after = server.samples()
         assert response.status_code == 500
         assert "missing 1 required positional argument: 'response'" in response.json()["error"]
-        assert changes(before, server.samples()) == expect(
+        assert_plausible_durations(before, after, wall.seconds)
+        assert changes(before, after) == expect(
             inbound("GET", "list-scopes", 500),
             # Neither reached Rucio: the outcome says "error", not a status class.
             outbound("atlas", "authenticate", "error"),
@@ -521,10 +537,13 @@ def test_changed_rucio_api_gives_one_warning_and_inbound_keeps_working(
         log_in_atlas = rucio.userpass_credentials("atlas")
         assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
         assert server.request("PUT", "rucio-jupyterlab/auth", json=log_in_atlas).ok
-        before = server.samples()
-        for route in ("list-rses", "list-scopes"):
-            assert server.request("GET", f"rucio-jupyterlab/{route}", params={"namespace": "atlas"}).ok
-        assert changes(before, server.samples()) == expect(
+        with Stopwatch() as wall:
+            before = server.samples()
+            for route in ("list-rses", "list-scopes"):
+                assert server.request("GET", f"rucio-jupyterlab/{route}", params={"namespace": "atlas"}).ok
+            after = server.samples()
+        assert_plausible_durations(before, after, wall.seconds)
+        assert changes(before, after) == expect(
             inbound("GET", "list-rses", 200),
             inbound("GET", "list-scopes", 200),
             outbound("atlas", "authenticate"),  # the first call fetched a token
@@ -542,12 +561,15 @@ def test_changed_rucio_api_gives_one_warning_and_inbound_keeps_working(
 def test_outbound_can_be_turned_off(rucio: RucioServer) -> None:
     config = {"RucioMetrics": {"outbound_enabled": False}}
     with JupyterServerProcess(rucio_instances=[rucio.instance_config("atlas")], extra_config=config) as server:
-        assert server.request("PUT", "rucio-jupyterlab/instances", json={"instance": "atlas", "auth": "userpass"}).ok
-        assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("atlas")).ok
-        assert server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"}).ok
+        with Stopwatch() as wall:
+            assert server.request("PUT", "rucio-jupyterlab/instances",
+                                  json={"instance": "atlas", "auth": "userpass"}).ok
+            assert server.request("PUT", "rucio-jupyterlab/auth", json=rucio.userpass_credentials("atlas")).ok
+            assert server.request("GET", "rucio-jupyterlab/list-scopes", params={"namespace": "atlas"}).ok
         samples = server.samples()
         log = server.log()
     assert not [k for k in samples if k[0].startswith(RUCIO)]
+    assert_plausible_durations({}, samples, wall.seconds)
     assert {k: v for k, v in counters(samples).items() if v} == expect(
         inbound("PUT", "instances", 200), inbound("PUT", "auth", 200), inbound("GET", "list-scopes", 200)
     )

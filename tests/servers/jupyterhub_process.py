@@ -13,7 +13,9 @@ servers' metrics, nothing else), ``FLEET_TOKEN`` (the fleet helper: list the
 ready servers) and ``HUB_METRICS_TOKEN`` (``read:metrics``, the kind of token
 a hub gives a Grafana for ``/hub/metrics`` before rucio_metrics exists).
 Every single-user server reads the shared config from ``JUPYTER_CONFIG_PATH``
-and its user's own ``~/.jupyter``, as under Zero to JupyterHub.
+and its user's own ``~/.jupyter``, which its user can write, as under Zero to
+JupyterHub (there the shared config is a system one, below the user's; here
+``JUPYTER_CONFIG_PATH`` ranks above it, so for a key both set the shared one wins).
 
     with JupyterHubProcess() as hub:
         hub.start_servers(["alice", "bob"])
