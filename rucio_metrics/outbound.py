@@ -309,11 +309,16 @@ API_EXECUTOR = ("rucio_jupyterlab.handlers.base", "rucio_api_executor")
 def blame_rucio_calls(server_log: logging.Logger) -> None:
     """Let the calls rucio-jupyterlab's handlers run in its thread pool note into their request (faults.py).
 
-    Without it a failed request's fault is judged from its status alone; the server logs so.
+    rucio-jupyterlab before 40 has no such pool: its handlers call Rucio on the IOLoop, in the request's
+    own context, so there is nothing to do. A pool of another kind would lose the link: the server logs
+    that a failed request's fault is then judged without its Rucio calls.
     """
     module_name, attribute = API_EXECUTOR
     try:
-        carried = carry_context_into(importlib.import_module(module_name), attribute)
+        module = importlib.import_module(module_name)
+        if not hasattr(module, attribute):
+            return
+        carried = carry_context_into(module, attribute)
     except Exception:
         carried = False
     if not carried:

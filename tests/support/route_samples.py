@@ -40,8 +40,13 @@ def key(name: str, **labels: str) -> Key:
     return (name, frozenset(labels.items()))
 
 
-def inbound(method: str, route: str, status: int, times: int = 1, exception: str | None = None) -> Samples:
-    """The inbound samples one request (or ``times``) to ``route`` adds."""
+def inbound(method: str, route: str, status: int, times: int = 1, exception: str | None = None,
+            fault: str | None = None) -> Samples:
+    """The inbound samples one request (or ``times``) to ``route`` adds.
+
+    A failed request (4xx but 499, 5xx) is also counted by whose ``fault`` it is, ``service`` or
+    ``user``: the test must say which, as the one who knows what the request met.
+    """
     handler = f"/rucio-jupyterlab/{route}"
     out = {
         key(HTTP + "requests_total", handler=handler, method=method, status_code=str(status)): float(times),
@@ -49,6 +54,11 @@ def inbound(method: str, route: str, status: int, times: int = 1, exception: str
     }
     if exception:
         out[key(HTTP + "exceptions_total", handler=handler, method=method, exception=exception)] = float(times)
+    failed = status >= 400 and status != 499
+    if failed != (fault is not None):
+        raise TypeError(f"{method} {route} {status}: " + ("say whose fault it is" if failed else "no fault to say"))
+    if fault is not None:
+        out[key(HTTP + "request_failures_total", handler=handler, method=method, fault=fault)] = float(times)
     return out
 
 
