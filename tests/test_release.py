@@ -256,7 +256,8 @@ def test_the_release_check_passes_for_this_version() -> None:
 @pytest.fixture
 def copy_of_the_release_files(tmp_path: Path) -> Path:
     for path in ("scripts/release_check.py", "rucio_metrics/__init__.py", "CHANGELOG.md", "README.md",
-                 "docs/operations.md", "deploy/kubernetes/z2jh-values.yaml"):
+                 "docs/operations.md", "deploy/kubernetes/z2jh-values.yaml",
+                 "deploy/prometheus/rules/rucio-jupyterlab-recording.yml"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, tmp_path / path)
     return tmp_path
@@ -273,7 +274,9 @@ def test_the_release_check_names_what_does_not_follow_the_version(copy_of_the_re
     assert "release_check: CHANGELOG.md: the newest release section is not '## [9.9.9] - <date>'" in problems
     assert "release_check: README.md: does not say 'pip install rucio-metrics==9.9.9'" in problems
     assert "release_check: deploy/kubernetes/z2jh-values.yaml: does not say 'rucio-metrics==9.9.9'" in problems
-    assert len(problems) == 8, problems
+    assert ("release_check: deploy/prometheus/rules/rucio-jupyterlab-recording.yml: does not say "
+            "'/blob/v9.9.9/docs/runbook.md'") in problems
+    assert len(problems) == 9, problems
 
 
 def test_the_release_check_wants_a_dated_changelog_section(copy_of_the_release_files: Path) -> None:
