@@ -2,10 +2,11 @@
 shipped example routing, and a webhook receiver on loopback.
 
 A real Jupyter server's Rucio instance points at the Rucio stand-in, which
-answers 500s: ``list-scopes`` fails, ``RucioJupyterLabHighErrorRatio`` fires and
-reaches the receiver its ``severity`` routes to, with its labels and
-annotations; then Rucio recovers, successful requests bring the error ratio
-under 5 %, and the resolution arrives too.
+answers 500s: ``list-scopes`` fails for the service's reasons,
+``RucioJupyterLabHighErrorRatio`` fires and reaches the receiver its
+``severity`` routes to, with its labels and annotations (the runbook link
+expanded by Prometheus from the runbook rule); then Rucio recovers, successful
+requests bring the error ratio under 5 %, and the resolution arrives too.
 
 To stay bounded in time, only timings change: scrapes and rule evaluations
 every second, every alert's ``for:`` 1 s instead of minutes, and
@@ -26,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+import rucio_metrics
+
 from .servers.alertmanager_process import AlertmanagerProcess, WebhookReceiver
 from .servers.jupyter_server_process import TOKEN, JupyterServerProcess
 from .servers.prometheus_process import PrometheusProcess
@@ -36,6 +39,8 @@ ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 LIST_SCOPES = "rucio-jupyterlab/list-scopes?namespace=atlas"
 HANDLER = "/rucio-jupyterlab/list-scopes"
 ALERT = "RucioJupyterLabHighErrorRatio"
+# This release's runbook, its section on the alert.
+RUNBOOK = f"https://github.com/rucio/rucio-metrics/blob/v{rucio_metrics.__version__}/docs/runbook.md"
 
 
 def amtool(*args: str) -> str:
@@ -137,10 +142,12 @@ def test_an_alert_fires_reaches_its_receiver_and_resolves(setup: Setup) -> None:
     assert firing["receiver"] == "jupyterhub-operators"  # routed by severity="warning"
     assert firing["labels"] == {"alertname": ALERT, "severity": "warning", "job": "jupyterhub-singleuser",
                                 "handler": HANDLER}
-    summary = firing["annotations"]["summary"]
-    assert summary.startswith(f"{HANDLER} fails ") and summary.endswith("% of its requests")
-    assert f"Rucio JupyterLab route {HANDLER}" in firing["annotations"]["description"]
-    assert "(job jupyterhub-singleuser)" in firing["annotations"]["description"]
+    annotations = firing["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert annotations["summary"] == "A Rucio JupyterLab route fails for the service's reasons."
+    assert f"Rucio JupyterLab route {HANDLER}" in annotations["description"]
+    assert "(job jupyterhub-singleuser) failed for the service's reasons" in annotations["description"]
+    assert annotations["runbook_url"] == f"{RUNBOOK}#ruciojupyterlabhigherrorratio"
     # A link back to the expression in the Prometheus that evaluated it.
     assert f":{setup.prometheus.port}/graph?g0.expr=job_handler%3Arucio_jupyterlab_http_request_errors" in (
         firing["generatorURL"])

@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+import rucio_metrics
+from rucio_metrics.transfer_results import USER_REASONS, rucio_exception_names
+
 from .servers.jupyter_server_process import REPO
+from .support.broken_copy import broken
 from .support.deploy_files import (
     DASHBOARD,
     HTTP_FAMILIES,
@@ -37,6 +41,7 @@ from .support.deploy_files import (
     rule_expressions,
     rules,
 )
+from .support.markdown_links import anchors
 
 # Debian's Prometheus is built without Kubernetes discovery (removed by Debian
 # since 1.5 for its client library's dependencies), so its promtool rejects
@@ -102,7 +107,7 @@ def test_promtool_check_rules() -> None:
     result = promtool("check", "rules", *[str(p) for p in RULE_FILES])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 10 rules found" in result.stdout  # alerts
-    assert "SUCCESS: 43 rules found" in result.stdout  # recording
+    assert "SUCCESS: 58 rules found" in result.stdout  # recording
 
 
 @pytest.mark.parametrize("test_file", RULE_TESTS, ids=config_ids(RULE_TESTS))
@@ -142,6 +147,10 @@ def test_recording_rule_names_say_what_they_aggregate() -> None:
             # A constant of the objectives: no labels to keep.
             assert (level, operations in ("objective", "min_rate")) == ("slo", True), name
             continue
+        if expr.strip().startswith("label_replace(vector(1),"):
+            # A constant carrying a label for the alerts' annotations, as kube-state-metrics' *_info.
+            assert (level, operations) == ("runbook", "info"), name
+            continue
         assert metric.startswith(OUR_PREFIXES), name
         assert not metric.endswith("_total"), name
         inputs = [read for read in metric_names(expr) if read in recorded and not read.startswith("slo:")]
@@ -172,20 +181,23 @@ def test_rules_read_only_our_series_and_up() -> None:
         assert metric_names(expr) <= our_series_names() | {"up"}, name
 
 
+ALERTS = [
+    "RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented", "RucioJupyterLabScrapesFailing",
+    "RucioJupyterLabSlowRequests", "RucioJupyterLabRucioCallsFailing", "RucioJupyterLabTransfersFailing",
+    "RucioJupyterLabRoutesErrorBudgetBurn", "RucioJupyterLabRoutesErrorBudgetSlowBurn",
+    "RucioJupyterLabRucioErrorBudgetBurn", "RucioJupyterLabRucioErrorBudgetSlowBurn",
+]
+
+
 def test_alerts_have_a_severity_and_text() -> None:
     alerts = [rule for rule in rules() if "alert" in rule]
-    assert [a["alert"] for a in alerts] == [
-        "RucioJupyterLabHighErrorRatio", "RucioJupyterLabRoutesNotInstrumented", "RucioJupyterLabScrapesFailing",
-        "RucioJupyterLabSlowRequests", "RucioJupyterLabRucioCallsFailing", "RucioJupyterLabTransfersFailing",
-        "RucioJupyterLabRoutesErrorBudgetBurn", "RucioJupyterLabRoutesErrorBudgetSlowBurn",
-        "RucioJupyterLabRucioCallsErrorBudgetBurn", "RucioJupyterLabRucioCallsErrorBudgetSlowBurn",
-    ]
+    assert [a["alert"] for a in alerts] == ALERTS
     for alert in alerts:
         # The fast burns page (critical); everything else is a ticket for the hub's operators.
         fast_burn = alert["alert"].endswith("ErrorBudgetBurn")
         assert alert["labels"]["severity"] == ("critical" if fast_burn else "warning")
         assert alert["for"]
-        assert set(alert["annotations"]) == {"summary", "description"}
+        assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
 
 
 def test_burn_rate_alerts_use_the_workbook_pairs_and_the_one_objective() -> None:
@@ -198,10 +210,152 @@ def test_burn_rate_alerts_use_the_workbook_pairs_and_the_one_objective() -> None
         fast = {("1h", "5m", 14.4), ("6h", "30m", 6.0)}
         slow = {("1d", "2h", 3.0), ("3d", "6h", 1.0)}
         assert found == (slow if "SlowBurn" in alert["alert"] else fast), alert["alert"]
-        # Every pair is held to the floor over its long window.
-        floors = re.findall(r"rate5m\[(\w+)\]\)\s+>= on \(\) group_left \(\) slo:rucio_jupyterlab_requests:min_rate",
-                            alert["expr"])
+        # Every pair is held to the floor over its long window, by the hub's requests (or calls)
+        # per second over that window: a recorded series that counts missing history as no traffic.
+        kind = "http" if "Routes" in alert["alert"] else "rucio"
+        floors = re.findall(rf"job:rucio_jupyterlab_{kind}_requests:rate(\w+)\s+"
+                            r">= on \(\) group_left \(\) slo:rucio_jupyterlab_requests:min_rate", alert["expr"])
         assert sorted(floors) == sorted(long for long, _, _ in found), alert["alert"]
+        assert {f"job:rucio_jupyterlab_{kind}_requests:rate{long}" for long in floors} <= recorded_names()
+        assert {f"job:rucio_jupyterlab_{kind}_request_errors:burnrate{w}" for pair in found for w in pair[:2]} <= (
+            metric_names(alert["expr"])), alert["alert"]
+
+
+def test_alert_expressions_read_recorded_series_without_ranges() -> None:
+    # Every window is in a recording rule, evaluated once per hub; an alert compares.
+    for alert in (rule for rule in rules() if "alert" in rule):
+        assert "[" not in alert["expr"], alert["alert"]
+
+
+# -- the alerts' conventions (the monitoring mixins'), each check shown to reject a broken copy ---------------
+
+SEVERITIES = {"critical", "warning", "info"}
+RUNBOOK_RULE = "runbook:rucio_jupyterlab_alerts:info"
+# Every runbook_url: the base the one runbook rule records, then the alert's own section.
+RUNBOOK_URL = '{{ with query "' + RUNBOOK_RULE + '" }}{{ . | first | label "base_url" }}{{ end }}#'
+USERS_MISTAKES = re.compile(r":\w*(user_mistakes|transfer_user_failures):")
+
+
+def shipped_rules() -> dict[str, Any]:
+    """The groups of every shipped rule file, as one rule file."""
+    return {"groups": [group for path in RULE_FILES for group in load_yaml(path)["groups"]]}
+
+
+def rule_path(document: dict[str, Any], name: str) -> str:
+    """``groups/<i>/rules/<j>`` of the rule that records or alerts as ``name``."""
+    for i, group in enumerate(document["groups"]):
+        for j, rule in enumerate(group["rules"]):
+            if name in (rule.get("record"), rule.get("alert")):
+                return f"groups/{i}/rules/{j}"
+    raise KeyError(name)
+
+
+def convention_problems(document: dict[str, Any]) -> list[str]:
+    """What in ``document``'s rules breaks the conventions, one line each; empty when nothing does."""
+    problems = []
+    for group in document["groups"]:
+        if not re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", group["name"]) or len(group["name"]) > 32:
+            problems.append(f"group {group['name']}: not snake_case of at most 32 characters")
+        for rule in (rule for rule in group["rules"] if "alert" in rule):
+            alert, labels, annotations = rule["alert"], rule.get("labels", {}), rule.get("annotations", {})
+            if not re.fullmatch(r"RucioJupyterLab([A-Z][a-z0-9]+)+", alert) or len(alert) > 40:
+                problems.append(f"{alert}: name not CamelCase RucioJupyterLab... of at most 40 characters")
+            if labels.get("severity") not in SEVERITIES:
+                problems.append(f"{alert}: severity {labels.get('severity')!r}")
+            if "{{" in annotations.get("summary", "{{"):
+                problems.append(f"{alert}: summary missing or templated")
+            if "{{" not in annotations.get("description", ""):
+                problems.append(f"{alert}: description missing or without the values")
+            if annotations.get("runbook_url") != RUNBOOK_URL + alert.lower():
+                problems.append(f"{alert}: runbook_url not {RUNBOOK_RULE}'s base and #{alert.lower()}")
+            # Users' mistakes never page: no alert reads their series.
+            if any(USERS_MISTAKES.search(name) for name in metric_names(rule["expr"])):
+                problems.append(f"{alert}: reads users' mistakes")
+    setting = [rule.get("record") or rule.get("alert") for group in document["groups"] for rule in group["rules"]
+               if "base_url" in rule["expr"]]
+    if setting != [RUNBOOK_RULE]:
+        problems.append(f"the runbook base is set by {setting}, not by {RUNBOOK_RULE} alone")
+    return problems
+
+
+def test_the_shipped_alerts_follow_the_conventions() -> None:
+    assert convention_problems(shipped_rules()) == []
+
+
+# (rule, field, value, rename, what the check says): each breaks one convention in a copy of the shipped rules.
+BROKEN_CONVENTIONS = {
+    "a severity outside the three": ("RucioJupyterLabSlowRequests", "labels/severity", "page", None, "severity"),
+    "a templated summary": ("RucioJupyterLabSlowRequests", "annotations/summary", "{{ $labels.handler }} is slow",
+                            None, "summary"),
+    "a static description": ("RucioJupyterLabSlowRequests", "annotations/description", "A route is slow.", None,
+                             "description"),
+    "no runbook_url": ("RucioJupyterLabSlowRequests", "annotations/runbook_url", None, "runbook", "runbook_url"),
+    "another alert's section": ("RucioJupyterLabSlowRequests", "annotations/runbook_url",
+                                RUNBOOK_URL + "ruciojupyterlabhigherrorratio", None, "runbook_url"),
+    "a base of its own": ("RucioJupyterLabSlowRequests", "annotations/runbook_url",
+                          "https://github.com/rucio/rucio-metrics/blob/v0.1.0/docs/runbook.md"
+                          "#ruciojupyterlabslowrequests", None, "runbook_url"),
+    "a name not CamelCase": ("RucioJupyterLabSlowRequests", "alert", "RucioJupyterLab_slow_requests", None, "name"),
+    "a name without the prefix": ("RucioJupyterLabSlowRequests", "alert", "JupyterLabSlowRequests", None, "name"),
+    "a name over 40 characters": ("RucioJupyterLabRucioErrorBudgetSlowBurn", "alert",
+                                  "RucioJupyterLabRucioCallsErrorBudgetSlowBurn", None, "name"),
+    "a group name not snake_case": ("", "groups/0/name", "RucioJupyterLabHttp", None, "group"),
+    "a group name over 32 characters": ("", "groups/0/name", "rucio_jupyterlab_http_requests_by_route", None,
+                                        "group"),
+    "an alert on users' mistakes": ("RucioJupyterLabHighErrorRatio", "expr",
+                                    "job_handler:rucio_jupyterlab_http_user_mistakes:rate5m > 1", None,
+                                    "users' mistakes"),
+    "an alert on transfers failed for the user's reasons": (
+        "RucioJupyterLabTransfersFailing", "expr",
+        "job_rucio_instance_direction:rucio_jupyterlab_transfer_user_failures:increase1h > 3", None,
+        "users' mistakes"),
+    "the runbook base set twice": ("slo:rucio_jupyterlab_requests:min_rate", "expr",
+                                   'label_replace(vector(0.01), "base_url", "https://example.org/runbook", "", "")',
+                                   None, "runbook base"),
+    "the runbook base set nowhere": (RUNBOOK_RULE, "expr", "vector(1)", None, "runbook base"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CONVENTIONS))
+def test_the_convention_check_rejects_a_broken_copy(case: str) -> None:
+    name, field, value, rename, said = BROKEN_CONVENTIONS[case]
+    document = shipped_rules()
+    path = f"{rule_path(document, name)}/{field}" if name else field
+    problems = convention_problems(broken(document, path, value, rename=rename))
+    assert any(said in problem for problem in problems), problems
+
+
+def user_reason_patterns(document: dict[str, Any]) -> list[str]:
+    """Every ``reason=~"..."`` the rules match transfer failure reasons with."""
+    return [pattern for group in document["groups"] for rule in group["rules"]
+            for pattern in re.findall(r'reason=~"([^"]*)"', rule["expr"])]
+
+
+def test_the_rules_count_as_the_users_the_reasons_rucio_metrics_does() -> None:
+    document = shipped_rules()
+    expected = "|".join(sorted(USER_REASONS))
+    assert user_reason_patterns(document) == [expected]
+    # Each is one of Rucio's client exceptions: a reason label rucio_metrics can give.
+    assert rucio_exception_names(), "Rucio's client is not importable here"
+    assert USER_REASONS <= rucio_exception_names()
+    # A reason left out of the rules is seen.
+    path = rule_path(document, "job_rucio_instance_direction:rucio_jupyterlab_transfer_user_failures:increase1h")
+    expr = str(document["groups"][int(path.split("/")[1])]["rules"][int(path.split("/")[3])]["expr"])
+    assert user_reason_patterns(broken(document, f"{path}/expr", expr.replace("|Duplicate|", "|"))) != [expected]
+
+
+def test_the_runbook_base_is_this_releases_runbook() -> None:
+    [rule] = [rule for rule in rules() if rule.get("record") == RUNBOOK_RULE]
+    base = re.fullmatch(r'label_replace\(vector\(1\), "base_url",\s*"([^"]+)", "", ""\)', rule["expr"].strip())
+    assert base, rule["expr"]
+    assert base.group(1) == f"https://github.com/rucio/rucio-metrics/blob/v{rucio_metrics.__version__}/docs/runbook.md"
+
+
+def test_every_runbook_url_anchor_is_a_heading_of_the_runbook() -> None:
+    headings = anchors((REPO / "docs" / "runbook.md").read_text())
+    sections = {rule["alert"]: rule["annotations"]["runbook_url"].rsplit("#", 1)[1] for rule in rules()
+                if "alert" in rule}
+    assert {alert: section for alert, section in sections.items() if section not in headings} == {}
 
 
 # A Kubernetes equality-based selector: key=value[,key!=value...]
@@ -276,7 +430,9 @@ def test_dashboard_reads_only_our_metrics_and_rules() -> None:
     for family in HTTP_FAMILIES:
         assert any(name.startswith(family) for name in used), family
     read_by_rules = {name for _, expr in rule_expressions() for name in metric_names(expr)}
-    assert recorded_names() - read_by_rules <= used
+    read_by_annotations = {name for rule in rules() for text in rule.get("annotations", {}).values()
+                           for name in re.findall(r'query "([\w:]+)"', text)}
+    assert recorded_names() - read_by_rules - read_by_annotations <= used
 
 
 def test_dashboard_panels_are_well_formed() -> None:

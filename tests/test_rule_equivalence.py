@@ -1,4 +1,4 @@
-"""The shipped recording rules give the answers the rules before them gave.
+"""The shipped recording rules give the answers the rules before them gave, but where meant to differ.
 
 The rules were rewritten so that each raw family is read once per evaluation
 (``tests/data/rules-before`` keeps the earlier ones, which the fleet benchmark
@@ -9,20 +9,29 @@ series that appear late and precreated series that never move. At many
 instants, every series an earlier rule records has its twin, to 1e-9
 relative, and no twin exists without it.
 
-One difference is by design: a mean over nothing is ``NaN`` in the earlier
-rules (0/0 from a precreated ``_count``) and absent in the shipped ones, which
-divide by the request rate; a ``NaN`` before may be absent now.
+Two differences are by design:
+
+- a mean over nothing is ``NaN`` in the earlier rules (0/0 from a precreated
+  ``_count``) and absent in the shipped ones, which divide by the request
+  rate; a ``NaN`` before may be absent now;
+- issue 27 (users' mistakes never page) changed what three error ratios count
+  (``INTENDED``). The earlier rules are compared with those three changes
+  made to them, and without them the comparison fails for those three and no
+  other.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from rucio_metrics.transfer_results import USER_REASONS
 
 from .support.deploy_files import PROMETHEUS_DIR, load_yaml, promtool
 
@@ -31,17 +40,49 @@ SHIPPED = PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-recording.yml"
 RULES_TEST = PROMETHEUS_DIR / "tests" / "rucio-jupyterlab-rules-test.yml"
 PREFIX = "before_"
 
+_USER_REASONS = "|".join(sorted(USER_REASONS))
+_BY_TRANSFER = "sum by (job, rucio_instance, direction)"
+
+# Issue 27's changes of meaning, as edits of the earlier rules: {record: (why, [(before, now), ...])}.
+INTENDED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "job_handler:rucio_jupyterlab_http_request_errors:ratio_rate5m": (
+        "the service's failures (fault=service), not every 5xx: a 500 Rucio's refusal caused is the user's; "
+        "divided by the requests as the duration counts them, which sees a status' first request",
+        [('rucio_jupyterlab_http_requests_total{status_code=~"5.."}',
+          'rucio_jupyterlab_http_request_failures_total{fault="service"}'),
+         ("rate(rucio_jupyterlab_http_requests_total[5m])",
+          "rate(rucio_jupyterlab_http_request_duration_seconds_count[5m])")],
+    ),
+    "job_rucio_instance_operation:rucio_jupyterlab_rucio_request_errors:ratio_rate5m": (
+        "any outcome but 2xx and 4xx, not any but 2xx: a 4xx is Rucio refusing what the user asked for",
+        [('{outcome!="2xx"}', '{outcome!~"2xx|4xx"}')],
+    ),
+    "job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h": (
+        "killed, or failed for a reason that is not the user's (transfer_results.USER_REASONS), not every failure",
+        [(f'{_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome!="succeeded"}}[1h]))',
+          f'({_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome!="succeeded"}}[1h]))'
+          f' - ({_BY_TRANSFER} (rate(rucio_jupyterlab_transfer_failures_total{{reason=~"{_USER_REASONS}"}}[1h]))'
+          f' or {_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total[1h])) * 0))')],
+    ),
+}
+
 
 def before_names() -> list[str]:
     return [rule["record"] for group in load_yaml(BEFORE)["groups"] for rule in group["rules"] if "record" in rule]
 
 
-def renamed_before(tmp: Path) -> Path:
-    """The earlier rules with their records renamed; they read only raw series, so nothing else changes."""
+def renamed_before(tmp: Path, intended: bool = True) -> Path:
+    """The earlier rules with their records renamed, and with issue 27's ``INTENDED`` changes unless not.
+
+    They read only raw series, so nothing else changes.
+    """
     rules = load_yaml(BEFORE)
     for group in rules["groups"]:
         group["name"] = PREFIX + group["name"]
         for rule in group["rules"]:
+            for before, now in INTENDED.get(rule["record"], ("", []))[1] if intended else []:
+                assert before in rule["expr"], (rule["record"], before)
+                rule["expr"] = rule["expr"].replace(before, now)
             rule["record"] = PREFIX + rule["record"]
     path = tmp / "before.yml"
     path.write_text(yaml.safe_dump(rules, sort_keys=False))
@@ -103,6 +144,13 @@ def generated_fleet() -> list[dict[str, str]]:
                     {**base, "handler": handler, "method": "GET", "status_code": status}, values)
                 counts.append([float("nan") if v == "_" else float(v) for v in values.split()])
             count = [sum(c[m] for c in counts) for m in range(MINUTES + 1)]
+            # The 503s are the service's failures, the 400s and 500s the user's (a refusal upstream answers
+            # with a 500); the service's series exists at 0 from the start.
+            by_status = dict(zip(STATUSES, counts))
+            for fault, statuses in (("service", ["503"]), ("user", ["400", "500"])):
+                add("rucio_jupyterlab_http_request_failures_total",
+                    {**base, "handler": handler, "method": "GET", "fault": fault},
+                    _values([sum(by_status[s][m] for s in statuses) for m in range(MINUTES + 1)]))
             seconds = rng.uniform(0.01, 2)
             labels = {**base, "handler": handler, "method": "GET"}
             add("rucio_jupyterlab_http_request_duration_seconds_count", labels, _values(count))
@@ -134,8 +182,18 @@ def generated_fleet() -> list[dict[str, str]]:
             for direction in ("download", "upload"):
                 labels = {**base, "rucio_instance": rucio_instance, "direction": direction}
                 ended = {}
+                # Failed: for the service's reasons and for the user's.
+                reasons = {reason: _counter(rng, start, reset, rng.choice([0, 0.2, 1]))
+                           for reason in ("NoFilesDownloaded", "InsufficientAccountLimit")}
+                for reason, values in reasons.items():
+                    add("rucio_jupyterlab_transfer_failures_total", {**labels, "reason": reason}, values)
                 for outcome in ("succeeded", "failed", "killed"):
-                    ended[outcome] = _counter(rng, start, reset, rng.choice([0, 0.2, 1]))
+                    if outcome == "failed":
+                        ended[outcome] = " ".join(
+                            v if v == "_" else f"{float(v) + float(w):g}"
+                            for v, w in zip(*(r.split() for r in reasons.values())))
+                    else:
+                        ended[outcome] = _counter(rng, start, reset, rng.choice([0, 0.2, 1]))
                     add("rucio_jupyterlab_transfers_ended_total", {**labels, "outcome": outcome}, ended[outcome])
                     if ended[outcome].split()[-1] != "0":
                         took = rng.uniform(5, 300)
@@ -143,8 +201,6 @@ def generated_fleet() -> list[dict[str, str]]:
                             ended[outcome])
                         add("rucio_jupyterlab_transfer_duration_seconds_sum", {**labels, "outcome": outcome},
                             " ".join(v if v == "_" else f"{float(v) * took:g}" for v in ended[outcome].split()))
-                add("rucio_jupyterlab_transfer_failures_total", {**labels, "reason": "NoFilesDownloaded"},
-                    ended["failed"])
                 add("rucio_jupyterlab_transfer_bytes_total", labels, _counter(rng, start, reset, 5e6))
                 add("rucio_jupyterlab_transfers_in_progress", labels,
                     " ".join(str(rng.randint(0, 3)) for _ in range(MINUTES + 1)))
@@ -184,16 +240,26 @@ def _minutes(duration: str) -> int:
     return int(number) * {"m": 1, "h": 60, "d": 1440}[unit]
 
 
-def run_promtool(tmp_path: Path, cases: list[dict[str, Any]]) -> str:
+def promtool_comparison(tmp_path: Path, cases: list[dict[str, Any]], shipped: Path = SHIPPED,
+                        intended: bool = True) -> subprocess.CompletedProcess[str]:
     test_file = tmp_path / "equivalence-test.yml"
     test_file.write_text(yaml.safe_dump({
-        "rule_files": [str(SHIPPED), str(renamed_before(tmp_path))],
+        "rule_files": [str(shipped), str(renamed_before(tmp_path, intended))],
         "evaluation_interval": "1m",
         "tests": cases,
     }, sort_keys=False))
-    result = promtool("test", "rules", str(test_file))
+    return promtool("test", "rules", str(test_file))
+
+
+def run_promtool(tmp_path: Path, cases: list[dict[str, Any]]) -> str:
+    result = promtool_comparison(tmp_path, cases)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout
+
+
+def differing_records(output: str) -> set[str]:
+    """The records whose comparison failed, from promtool's output."""
+    return set(re.findall(r'expr: "\(([\w:]+) unless ', output))
 
 
 def test_the_shipped_rules_answer_as_the_rules_before_on_the_unit_tests_inputs(tmp_path: Path) -> None:
@@ -205,27 +271,34 @@ def test_the_shipped_rules_answer_as_the_rules_before_on_a_generated_fleet(tmp_p
     assert "SUCCESS" in run_promtool(tmp_path, [comparison_case("generated fleet", generated_fleet(), times, True)])
 
 
-@pytest.mark.parametrize("broken", ["the 5xx ratio", "the mean duration"])
+def test_issue_27_changed_the_meaning_of_the_three_error_ratios_only(tmp_path: Path) -> None:
+    # Against the earlier rules as they were, the comparison fails for INTENDED's records and no other:
+    # the generated fleet has 500s of the user's, 4xx calls and transfers failed for the user's reasons.
+    times = [f"{m}m" for m in range(3, MINUTES + 1, 7)]
+    result = promtool_comparison(tmp_path, [comparison_case("generated fleet", generated_fleet(), times, True)],
+                                 intended=False)
+    assert result.returncode != 0
+    assert differing_records(result.stdout + result.stderr) == set(INTENDED)
+
+
+@pytest.mark.parametrize("broken", ["users' mistakes in the routes' ratio", "the mean duration"])
 def test_the_comparison_finds_a_difference(tmp_path: Path, broken: str) -> None:
     # The check can fail: a shipped rule changed a little is caught.
+    changes = {
+        "users' mistakes in the routes' ratio": ("job_handler:rucio_jupyterlab_http_request_errors:ratio_rate5m",
+                                                 '{fault="service"}', '{fault=~"service|user"}'),
+        "the mean duration": ("job_handler:rucio_jupyterlab_http_request_duration_seconds:mean5m", "", ""),
+    }
+    record, before, now = changes[broken]
     rules = load_yaml(SHIPPED)
     for group in rules["groups"]:
         for rule in group["rules"]:
-            if broken == "the 5xx ratio" and rule.get("record") == \
-                    "job_handler:rucio_jupyterlab_http_request_errors:ratio_rate5m":
-                rule["expr"] = rule["expr"].replace('"5.."', '"500"')  # 503s no longer count
-            if broken == "the mean duration" and rule.get("record") == \
-                    "job_handler:rucio_jupyterlab_http_request_duration_seconds:mean5m":
-                rule["expr"] += " * 1.000001"
+            if rule.get("record") == record:
+                assert before in rule["expr"]
+                rule["expr"] = rule["expr"].replace(before, now) if before else rule["expr"] + " * 1.000001"
     changed = tmp_path / "changed.yml"
     changed.write_text(yaml.safe_dump(rules, sort_keys=False))
-    test_file = tmp_path / "equivalence-test.yml"
-    times = ["45m", "120m"]
-    test_file.write_text(yaml.safe_dump({
-        "rule_files": [str(changed), str(renamed_before(tmp_path))],
-        "evaluation_interval": "1m",
-        "tests": [comparison_case("generated fleet", generated_fleet(), times, True)],
-    }, sort_keys=False))
-    result = promtool("test", "rules", str(test_file))
+    case = comparison_case("generated fleet", generated_fleet(), ["45m", "120m"], True)
+    result = promtool_comparison(tmp_path, [case], shipped=changed)
     assert result.returncode != 0
-    assert "FAILED" in result.stdout + result.stderr
+    assert differing_records(result.stdout + result.stderr) == {record}

@@ -36,6 +36,7 @@ HTTP_FAMILIES = {
     "rucio_jupyterlab_http_requests_in_progress": "gauge",
     "rucio_jupyterlab_http_exceptions_total": "counter",
     "rucio_jupyterlab_http_instrumented_routes": "gauge",
+    "rucio_jupyterlab_http_request_failures_total": "counter",
 }
 OUTBOUND_FAMILIES = {
     "rucio_jupyterlab_rucio_requests_total": "counter",
