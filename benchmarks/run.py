@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from . import hot_path, scrape, transfers
+from . import hot_path, scrape, time_to_data, transfers
 
 if TYPE_CHECKING:  # end_to_end needs the test helpers; imported only when run
     from .end_to_end import EndToEndResult, ServerScrape
 
 # The issue's targets; the report prints each next to its measurement.
 ADDED_US_TARGET = 3.0
+TIME_TO_DATA_US_TARGET = 2.0  # per `did` poll and per make-available
+TIME_TO_DATA_BYTES_TARGET = 1024  # per tracked wait
 THROUGHPUT_RATIO_TARGET = 0.98
 # Resident memory moves by a fraction of a MiB on its own (allocator arenas,
 # caches of jupyter_server); growth beyond the plain server's by more than
@@ -41,10 +43,11 @@ class Settings:
     e2e_seconds: float
     memory_requests: int
     memory_steps: int
+    time_to_data_calls: int
 
 
-FULL = Settings(30, 1000, 500, 200, 40, 1, 100_000, 4)
-QUICK = Settings(5, 200, 100, 20, 2, 1, 4_000, 2)
+FULL = Settings(30, 1000, 500, 200, 40, 1, 100_000, 4, 20_000)
+QUICK = Settings(5, 200, 100, 20, 2, 1, 4_000, 2, 2_000)
 
 
 def progress(message: str) -> None:
@@ -135,6 +138,19 @@ def transfers_section(cost: transfers.TransferCost) -> str:
     )
 
 
+def time_to_data_section(costs: list[time_to_data.TimeToDataCost], memory: time_to_data.MemoryCost,
+                         settings: Settings) -> str:
+    rows = [[c.operation, f"{c.plain_us:.2f}", f"{c.added_us:+.2f}", f"{c.added_calls:+.0f}"] for c in costs]
+    return (
+        f"### Time to data\n\nThe replica-mode handler's methods called directly, plain and wrapped, alternating; "
+        f"{settings.hot_rounds} rounds x {settings.time_to_data_calls:,} calls, CPU time, medians; \"added\" is the "
+        f"median of each round's difference to plain; calls are the profiler's call + c_call events. Memory: "
+        f"{memory.bytes_per_wait:.0f} bytes per open wait with {memory.waits:,} open (tracemalloc, the DIDs' "
+        f"names included).\n\n"
+        + table(["operation", "plain µs/call", "added µs", "added calls"], rows)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (well under a minute)")
@@ -171,6 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         f"({transfer_cost.ms_per_result:.1f} ms for {transfer_cost.files_per_result:,} files)",
         holds(transfer_cost.opens_during_renders == 0),
     ])
+    progress("time to data: a did poll and a make-available with and without it, memory per wait")
+    waits, wait_memory = time_to_data.run(settings.hot_rounds, settings.time_to_data_calls)
+    worst = max(waits, key=lambda c: c.added_us)
+    targets.append([
+        f"time to data: added CPU per `did` poll and per make-available ≤ {TIME_TO_DATA_US_TARGET:g} µs",
+        f"at most {worst.added_us:.2f} µs ({worst.operation}, {worst.added_calls:+.0f} calls)",
+        holds(worst.added_us <= TIME_TO_DATA_US_TARGET),
+    ])
+    targets.append([
+        f"time to data: memory per tracked wait ≤ {TIME_TO_DATA_BYTES_TARGET:,} bytes",
+        f"{wait_memory.bytes_per_wait:.0f} bytes with {wait_memory.waits:,} open",
+        holds(wait_memory.bytes_per_wait <= TIME_TO_DATA_BYTES_TARGET),
+    ])
     server_scrapes: list[ServerScrape] = []
 
     if not args.in_process_only:
@@ -200,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         ])
     sections.append(scrape_section(scrapes, server_scrapes))
     sections.append(transfers_section(transfer_cost))
+    sections.append(time_to_data_section(waits, wait_memory, settings))
     sections.append("### Targets\n\n" + table(["target", "measured", "holds"], targets))
     sections.append(
         f"Run time: {time.monotonic() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f} "

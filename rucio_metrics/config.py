@@ -82,6 +82,33 @@ class RucioMetrics(Configurable):
         Example: c.RucioMetrics.transfers_enabled = False""",
     ).tag(config=True)
 
+    time_to_data_enabled = Bool(
+        True,
+        help="""Also measure how long users wait for their data after "Make available", and how often it
+        never comes (rucio_jupyterlab_time_to_data_* metrics): in replica mode until the extension itself
+        reports every file of the DID available or its rule stuck, in download mode until the download
+        ends (that needs transfers_enabled). Adds no call to Rucio. Default: True.
+        Example: c.RucioMetrics.time_to_data_enabled = False""",
+    ).tag(config=True)
+
+    time_to_data_horizon_seconds = Float(
+        3600.0,
+        min=1.0,
+        help="""A wait for data (replica mode) that nobody looked at again for this many seconds ends with
+        the outcome "unobserved", counted to its last look: the user closed the panel or left. Waits are
+        checked when looked at and every quarter of this (1 s to 60 s). Default: 3600.0.
+        Example: c.RucioMetrics.time_to_data_horizon_seconds = 7200""",
+    ).tag(config=True)
+
+    time_to_data_max_waits = Integer(
+        10000,
+        min=1,
+        help="""Waits for data (replica mode) tracked at once, at most (each holds its DID and two times,
+        well under 1 KiB). Over it the wait looked at least recently is dropped, unended, and counted in
+        rucio_jupyterlab_time_to_data_waits_dropped_total. Default: 10000.
+        Example: c.RucioMetrics.time_to_data_max_waits = 50000""",
+    ).tag(config=True)
+
     hub_metrics_scope = Unicode(
         "custom:rucio-metrics:read:metrics",
         help="""Under JupyterHub, <base_url>metrics also admits a hub token whose scopes include this
@@ -153,8 +180,8 @@ class RucioMetrics(Configurable):
             )
         return scope
 
-    @validate("hub_token_cache_seconds")
-    def _valid_cache_seconds(self, proposal: dict[str, Any]) -> float:
+    @validate("hub_token_cache_seconds", "time_to_data_horizon_seconds")
+    def _valid_seconds(self, proposal: dict[str, Any]) -> float:
         seconds = float(proposal["value"])
         if not math.isfinite(seconds):
             raise TraitError("must be a finite number of seconds")

@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .metrics_listener import start_metrics_listener
 from .outbound import load_outbound
 from .scrape_path import route_prometheus_spelling
+from .time_to_data import load_time_to_data
 from .transfers import load_transfers
 
 # Per app: the options of its latest load, and what its add_handlers hook runs.
@@ -101,8 +102,11 @@ def load(serverapp: Any, registry: CollectorRegistry = REGISTRY) -> RucioMetrics
         if options.outbound_enabled:
             # The same duration type and buckets as the inbound side, so the two compare directly.
             load_outbound(registry, metrics.latency_metric, metrics.buckets, serverapp.config, log)
-        if options.transfers_enabled:
-            load_transfers(registry, metrics.latency_metric, serverapp.config, log)
+        transfers = load_transfers(registry, metrics.latency_metric, serverapp.config, log) \
+            if options.transfers_enabled else None
+        if options.time_to_data_enabled:
+            load_time_to_data(registry, options.time_to_data_horizon_seconds, options.time_to_data_max_waits,
+                              transfers, serverapp.config, log)
         return options
     except Exception:
         log.exception("rucio_metrics: failed to load; the server runs without Rucio metrics")
@@ -163,6 +167,11 @@ def warn_unchangeable(before: RucioMetrics, now: RucioMetrics, log: logging.Logg
     if before.outbound_enabled and not now.outbound_enabled:
         log.warning(
             "rucio_metrics: RucioMetrics.outbound_enabled = False is ignored: calls to Rucio are already "
+            "measured in this process until the server restarts",
+        )
+    if before.time_to_data_enabled and not now.time_to_data_enabled:
+        log.warning(
+            "rucio_metrics: RucioMetrics.time_to_data_enabled = False is ignored: waits for data are already "
             "measured in this process until the server restarts",
         )
 

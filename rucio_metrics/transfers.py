@@ -33,7 +33,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from tornado.ioloop import IOLoop
@@ -65,8 +65,19 @@ UPLOAD_TARGET = "RucioFileUploader.start_upload_target"
 log = logging.getLogger("rucio_metrics")
 
 
+class TransferObserver(Protocol):
+    """What else a transfer's start and end are (time_to_data.py: a download is a user's wait for data)."""
+
+    def transfer_started(self, instance: str, direction: str) -> None: ...
+
+    def transfer_ended(self, instance: str, direction: str, outcome: str, seconds: float) -> None: ...
+
+
 class TransferMetrics(OncePerRegistry):
-    """The transfer families on one registry; use ``TransferMetrics.on(registry)``."""
+    """The transfer families on one registry; use ``TransferMetrics.on(registry)``.
+
+    ``observers`` are told of every start and end, after the families counted it.
+    """
 
     def __init__(self, registry: CollectorRegistry, latency_metric: str, buckets: Sequence[float]) -> None:
         labels = ["rucio_instance", "direction"]
@@ -109,6 +120,7 @@ class TransferMetrics(OncePerRegistry):
             self.duration = Summary(
                 TRANSFER_PREFIX + "_duration_seconds", duration_help, [*labels, "outcome"], registry=registry,
             )
+        self.observers: list[TransferObserver] = []
 
     def precreate(self, instances: Iterable[str]) -> None:
         """The series of every configured instance and direction at zero, so rates work from the first one."""
@@ -123,6 +135,8 @@ class TransferMetrics(OncePerRegistry):
     def start(self, instance: str, direction: str) -> None:
         self.started.labels(instance, direction).inc()
         self.in_progress.labels(instance, direction).inc()
+        for observer in self.observers:
+            observer.transfer_started(instance, direction)
 
     def end(self, instance: str, direction: str, result: Result, seconds: float) -> None:
         self.ended.labels(instance, direction, result.outcome).inc()
@@ -132,6 +146,8 @@ class TransferMetrics(OncePerRegistry):
             self.bytes.labels(instance, direction).inc(result.bytes)
         self.duration.labels(instance, direction, result.outcome).observe(seconds)
         self.in_progress.labels(instance, direction).dec()
+        for observer in self.observers:
+            observer.transfer_ended(instance, direction, result.outcome, seconds)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from .servers.jupyter_server_process import REPO, TOKEN
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 
-from benchmarks import fleet, hot_path, run, scrape, transfers
+from benchmarks import fleet, hot_path, run, scrape, time_to_data, transfers
 
 ROUTE = {"handler": "/rucio-jupyterlab/instances", "method": "GET"}
 
@@ -54,6 +54,16 @@ def test_transfers_measures_renders_without_file_io_and_reads_off_the_loop():
     assert cost.opens_during_renders == 0
     assert cost.series > 100 and cost.ms_per_render > 0 and cost.ms_per_result > 0
     assert cost.results_read > 0 and cost.lag_idle_ms[1] >= cost.lag_idle_ms[0] >= 0
+
+
+def test_time_to_data_measures_every_operation_and_the_memory_of_open_waits():
+    costs = time_to_data.measure(rounds=2, calls=200, profiled_calls=20)
+    assert [c.operation for c in costs] == [o.name for o in time_to_data.OPERATIONS]
+    for cost in costs:
+        assert cost.plain_us > 0 and math.isfinite(cost.added_us)
+        assert cost.added_calls > 0  # the wrapper does some work on every call, deterministic
+    memory = time_to_data.memory(tracked=1000)
+    assert memory.waits == 1000 and 0 < memory.bytes_per_wait < 10_000
 
 
 def test_the_quick_report_prints_tables_and_targets(capsys):

@@ -9,7 +9,7 @@ rucio.cfg, an SQLite database, its storage (posix RSEs) and its log, a free
 port, and Flask's own server; it is seeded with the fixture data of
 ``rucio_server_setup.py`` through Rucio's own client. No Rucio daemons run:
 a rule that needs a transfer stays ``REPLICATING`` (``finish_transfer`` plays
-the transfer). Passwords are made up per server and never printed or logged.
+the transfer, ``fail_transfer`` its failure). Passwords are made up per server and never printed or logged.
 
     with RucioServer() as rucio:
         print(rucio.version)                          # what GET /ping says
@@ -119,6 +119,10 @@ class RucioServer(ChildProcess):
     def finish_transfer(self, rse: str, dids: list[str]) -> None:
         """Mark the replicas of ``dids`` (``scope:name`` of files) on ``rse`` available, as a transfer would."""
         self._set_up(rucio_python(), "finish-transfer", rse, *dids)
+
+    def fail_transfer(self, rse: str, dids: list[str]) -> None:
+        """Mark the replicas of ``dids`` on ``rse`` unavailable, as a failed transfer would: their rules get STUCK."""
+        self._set_up(rucio_python(), "fail-transfer", rse, *dids)
 
     def add_file(self, rse: str, did: str, content: bytes, on_disk: bytes | None = None) -> Path:
         """Register ``did`` with a replica on ``rse`` with ``content``'s size and checksums; write the file.

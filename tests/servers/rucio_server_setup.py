@@ -5,7 +5,9 @@ server's rucio.cfg. ``database`` creates the schema (stamped for alembic),
 the base VO and the root account; ``seed`` adds the fixture data with Rucio's
 own Python client, as the root account of the ``[client]`` section;
 ``finish-transfer RSE SCOPE:NAME...`` marks replicas on RSE available, as a
-finished transfer would (no Rucio daemons run); ``add-file RSE SCOPE:NAME BYTES
+finished transfer would (no Rucio daemons run); ``fail-transfer RSE
+SCOPE:NAME...`` marks them unavailable, as a failed one would (their rules get
+STUCK); ``add-file RSE SCOPE:NAME BYTES
 ADLER32 MD5`` registers a file with a replica on RSE (its content is the
 caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there; ``did-bytes
 SCOPE:NAME`` prints the size Rucio holds for a file (-1: unknown). The user
@@ -114,6 +116,13 @@ def finish_transfer(rse: str, *dids: str) -> None:
     Client().update_replicas_states(rse, files)
 
 
+def fail_transfer(rse: str, *dids: str) -> None:
+    from rucio.client import Client
+
+    files = [{"scope": did.split(":")[0], "name": did.split(":")[1], "state": "U"} for did in dids]
+    Client().update_replicas_states(rse, files)
+
+
 def add_file(rse: str, did: str, size: str, adler32: str, md5: str) -> None:
     from rucio.client import Client
 
@@ -141,6 +150,7 @@ def set_limit(rse: str, size: str) -> None:
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer, "add-file": add_file,
+    steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer,
+             "fail-transfer": fail_transfer, "add-file": add_file,
              "did-bytes": did_bytes, "set-limit": set_limit}
     steps[command](*args)
