@@ -58,10 +58,12 @@ INTENDED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         [('{outcome!="2xx"}', '{outcome!~"2xx|4xx"}')],
     ),
     "job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h": (
-        "killed, or failed for a reason that is not the user's (transfer_results.USER_REASONS), not every failure",
+        "killed, or failed for a reason that is not the user's (transfer_results.USER_REASONS), counted directly, "
+        "not every failure",
         [(f'{_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome!="succeeded"}}[1h]))',
-          f'({_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome!="succeeded"}}[1h]))'
-          f' - ({_BY_TRANSFER} (rate(rucio_jupyterlab_transfer_failures_total{{reason=~"{_USER_REASONS}"}}[1h]))'
+          f'(({_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome="killed"}}[1h]))'
+          f' or {_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total[1h])) * 0)'
+          f' + ({_BY_TRANSFER} (rate(rucio_jupyterlab_transfer_failures_total{{reason!~"{_USER_REASONS}"}}[1h]))'
           f' or {_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total[1h])) * 0))')],
     ),
 }
