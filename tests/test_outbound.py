@@ -172,7 +172,8 @@ def test_outcomes_follow_what_rucio_answered(
     with pytest.raises(Exception, match="Duplicate filter key"):
         api.search_did("data18", "*", filters="a=1,a=2")  # refused before any request
 
-    # add_replication_rule does not check the status: Rucio's error body comes back as its value.
+    # add_replication_rule does not check the status: Rucio's error body comes back as its value, and
+    # its exception class says which status Rucio answers it with (a RucioException: Rucio's generic 500).
     rucio.fail("POST /rules/", 500, times=1)
     assert api.add_replication_rule([{"scope": "data18", "name": "AOD.dataset"}], 1, "SITE_DISK") == {
         "ExceptionClass": "RucioException", "ExceptionMessage": "injected failure 500",
@@ -186,7 +187,7 @@ def test_outcomes_follow_what_rucio_answered(
         (REQUESTS, "atlas", "get_rses", "connection_error"): 1.0,
         (REQUESTS, "atlas", "get_rules", "connection_error"): 1.0,
         (REQUESTS, "atlas", "search_did", "error"): 1.0,
-        (REQUESTS, "atlas", "add_replication_rule", "error"): 1.0,
+        (REQUESTS, "atlas", "add_replication_rule", "5xx"): 1.0,
         (DURATION + "_count", "atlas", "authenticate"): 1.0,
         (DURATION + "_count", "atlas", "get_scopes"): 2.0,
         (DURATION + "_count", "atlas", "get_files"): 1.0,

@@ -51,6 +51,13 @@ TRANSFER_FAMILIES = {
     "rucio_jupyterlab_transfers_in_progress": "gauge",
     "rucio_jupyterlab_transfer_duration_seconds": "summary or histogram",
 }
+# How long users wait for their files (exported once rucio_metrics watches make-available and the did route).
+TIME_TO_DATA_FAMILIES = {
+    "rucio_jupyterlab_time_to_data_seconds": "histogram",
+    "rucio_jupyterlab_time_to_data_waits": "gauge",
+    "rucio_jupyterlab_time_to_data_make_available_total": "counter",
+    "rucio_jupyterlab_time_to_data_waits_dropped_total": "counter",
+}
 # The versions each server runs, one series per server.
 BUILD_INFO_FAMILIES = {"rucio_metrics_build_info": "gauge"}
 _SAMPLE_SUFFIXES = ("", "_sum", "_count", "_bucket")
@@ -171,7 +178,8 @@ def metric_names(expr: str) -> set[str]:
 
 def our_series_names() -> set[str]:
     """The names the rules and the dashboard may read: our families' samples and our recording rules."""
-    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES, **TRANSFER_FAMILIES, **BUILD_INFO_FAMILIES}
+    families = {**HTTP_FAMILIES, **OUTBOUND_FAMILIES, **TRANSFER_FAMILIES, **TIME_TO_DATA_FAMILIES,
+                **BUILD_INFO_FAMILIES}
     return {family + suffix for family in families for suffix in _SAMPLE_SUFFIXES} | recorded_names()
 
 
@@ -181,7 +189,8 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> s
     )
 
 
-OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer", "rucio_metrics_")
+OUR_PREFIXES = ("rucio_jupyterlab_http_", "rucio_jupyterlab_rucio_", "rucio_jupyterlab_transfer",
+                "rucio_jupyterlab_time_to_data_", "rucio_metrics_")
 
 
 def our_families_only(exposition: str) -> str:
