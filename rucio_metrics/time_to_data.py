@@ -54,7 +54,9 @@ lists):
   least recently goes).
 
 At zero from the start: the dropped counter, and for each configured
-instance in its mode the waits gauge and the ``available`` histogram; every
+instance in its mode the waits gauge and the histograms the objective and the
+stuck alert judge (``available`` and ``stuck`` in replica mode, ``available``
+and ``failed`` in download mode), so ``rate()`` sees their first wait; every
 other series is created by its first event.
 
 A DID made available again while its wait is open joins that wait: it is
@@ -108,6 +110,9 @@ AVAILABLE, STUCK, FAILED, UNOBSERVED = "available", "stuck", "failed", "unobserv
 # Outcomes of a make-available request (FAILED too).
 RULE_CREATED, RULE_EXISTS, REFUSED = "rule_created", "rule_exists", "refused"
 DOWNLOAD_STARTED, ALREADY_AVAILABLE = "download_started", "already_available"
+
+# The outcomes whose histograms exist from the start, by mode.
+_PRECREATED = {REPLICA: (AVAILABLE, STUCK), DOWNLOAD: (AVAILABLE, FAILED)}
 
 DEFAULT_HORIZON_SECONDS = 3600.0
 DEFAULT_MAX_WAITS = 10_000
@@ -212,9 +217,14 @@ class TimeToData(OncePerRegistry):
         return min(max(self.horizon / 4, 1.0), 60.0) * 1000
 
     def precreate(self, instances: Iterable[tuple[str, str]]) -> None:
-        """For each (instance, mode): the ``available`` histogram and the waits gauge at zero."""
+        """For each (instance, mode): the histograms of the outcomes the objective judges, and the waits gauge, at zero.
+
+        A series born with its first observation hides that one from ``rate()``: the first rule stuck on
+        a server would then raise no alert. ``unobserved`` (judged by nothing) appears on first use.
+        """
         for instance, mode in instances:
-            self._histogram(instance, mode, AVAILABLE)
+            for outcome in _PRECREATED[mode]:
+                self._histogram(instance, mode, outcome)
             with self._lock:
                 self._waiting.setdefault((instance, mode), 0)
 

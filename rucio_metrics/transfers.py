@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from tornado.ioloop import IOLoop
 
+from .faults import FAULTS, SERVICE, USER
 from .metrics import OncePerRegistry
 from .outbound import configured_instances
 from .transfer_results import (
@@ -45,6 +46,7 @@ from .transfer_results import (
     KILLED,
     NOT_STARTED,
     OUTCOMES,
+    USER_REASONS,
     Result,
     download_result,
     rucio_exception_names,
@@ -99,6 +101,13 @@ class TransferMetrics(OncePerRegistry):
             "exception class, not_started when the child process could not be started, or other).",
             [*labels, "reason"], registry=registry,
         )
+        self.failures_by_fault = Counter(
+            TRANSFER_PREFIX + "_failures_by_fault",
+            "Downloads and uploads that failed, by Rucio instance, direction and whose fault: user (Rucio "
+            "refused what the user asked for: no quota, no permission, no such DID, the file exists) or service "
+            "(any other reason).",
+            [*labels, "fault"], registry=registry,
+        )
         self.bytes = Counter(
             TRANSFER_PREFIX + "_bytes",
             "Bytes moved by the downloads and uploads that succeeded, by Rucio instance and direction.",
@@ -131,6 +140,9 @@ class TransferMetrics(OncePerRegistry):
                 self.in_progress.labels(instance, direction)
                 for outcome in OUTCOMES:
                     self.ended.labels(instance, direction, outcome)
+                # At zero, as the inbound service failures are: rate() sees a server's first failure.
+                for fault in FAULTS:
+                    self.failures_by_fault.labels(instance, direction, fault)
 
     def start(self, instance: str, direction: str) -> None:
         self.started.labels(instance, direction).inc()
@@ -141,7 +153,9 @@ class TransferMetrics(OncePerRegistry):
     def end(self, instance: str, direction: str, result: Result, seconds: float) -> None:
         self.ended.labels(instance, direction, result.outcome).inc()
         if result.outcome == FAILED:
-            self.failures.labels(instance, direction, result.reason or "other").inc()
+            reason = result.reason or "other"
+            self.failures.labels(instance, direction, reason).inc()
+            self.failures_by_fault.labels(instance, direction, USER if reason in USER_REASONS else SERVICE).inc()
         if result.bytes:
             self.bytes.labels(instance, direction).inc(result.bytes)
         self.duration.labels(instance, direction, result.outcome).observe(seconds)

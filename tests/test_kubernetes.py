@@ -181,7 +181,7 @@ def test_promtool_checks_and_tests_the_rules_taken_out_of_the_cr(objects: dict[s
     rules.write_text(yaml.safe_dump({"groups": objects["PrometheusRule"]["spec"]["groups"]}))
     result = promtool("check", "rules", str(rules))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 68 rules found" in result.stdout
+    assert "SUCCESS: 92 rules found" in result.stdout
     # The shipped rule unit tests pass on them too: one file's tests, since the groups are
     # the rule files' own (the test above) and test_deploy.py runs all of them on those.
     test_file = PROMETHEUS_DIR / "tests" / "rucio-jupyterlab-rules-test.yml"

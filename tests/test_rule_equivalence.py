@@ -31,8 +31,6 @@ from typing import Any
 import pytest
 import yaml
 
-from rucio_metrics.transfer_results import USER_REASONS
-
 from .support.deploy_files import PROMETHEUS_DIR, load_yaml, promtool
 
 BEFORE = Path(__file__).resolve().parent / "data" / "rules-before" / "rucio-jupyterlab-recording.yml"
@@ -40,7 +38,6 @@ SHIPPED = PROMETHEUS_DIR / "rules" / "rucio-jupyterlab-recording.yml"
 RULES_TEST = PROMETHEUS_DIR / "tests" / "rucio-jupyterlab-rules-test.yml"
 PREFIX = "before_"
 
-_USER_REASONS = "|".join(sorted(USER_REASONS))
 _BY_TRANSFER = "sum by (job, rucio_instance, direction)"
 
 # Issue 27's changes of meaning, as edits of the earlier rules: {record: (why, [(before, now), ...])}.
@@ -58,12 +55,12 @@ INTENDED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         [('{outcome!="2xx"}', '{outcome!~"2xx|4xx"}')],
     ),
     "job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h": (
-        "killed, or failed for a reason that is not the user's (transfer_results.USER_REASONS), counted directly, "
-        "not every failure",
+        "killed, or failed for a reason that is not the user's (rucio_jupyterlab_transfer_failures_by_fault_total"
+        "{fault=\"service\"}), not every failure",
         [(f'{_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome!="succeeded"}}[1h]))',
           f'(({_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total{{outcome="killed"}}[1h]))'
           f' or {_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total[1h])) * 0)'
-          f' + ({_BY_TRANSFER} (rate(rucio_jupyterlab_transfer_failures_total{{reason!~"{_USER_REASONS}"}}[1h]))'
+          f' + ({_BY_TRANSFER} (rate(rucio_jupyterlab_transfer_failures_by_fault_total{{fault="service"}}[1h]))'
           f' or {_BY_TRANSFER} (rate(rucio_jupyterlab_transfers_ended_total[1h])) * 0))')],
     ),
 }

@@ -47,6 +47,7 @@ TRANSFER_FAMILIES = {
     "rucio_jupyterlab_transfers_started_total": "counter",
     "rucio_jupyterlab_transfers_ended_total": "counter",
     "rucio_jupyterlab_transfer_failures_total": "counter",
+    "rucio_jupyterlab_transfer_failures_by_fault_total": "counter",
     "rucio_jupyterlab_transfer_bytes_total": "counter",
     "rucio_jupyterlab_transfers_in_progress": "gauge",
     "rucio_jupyterlab_transfer_duration_seconds": "summary or histogram",
