@@ -21,6 +21,7 @@ from .support.durations import (
 )
 
 SECTION = "Prometheus, after its next scrape: "
+TIME_TO_DATA = "rucio_jupyterlab_time_to_data_"
 
 
 def summed(pattern: str, text: str) -> Counter[tuple[str, ...]]:
@@ -45,7 +46,7 @@ def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> 
             check=False,
         )
     assert done.returncode == 0, done.stdout + done.stderr
-    raw, inbound, outbound, transfers = done.stdout.split(SECTION)
+    raw, inbound, outbound, transfers, waited = done.stdout.split(SECTION)
     assert "scraping it with deploy/prometheus/jupyter-server.yml" in raw
     # The Rucio server the set-up installs, as its GET /ping says.
     pinned = re.search(r'"rucio==([\d.]+)"', (REPO / "scripts" / "bootstrap-rucio-server").read_text())
@@ -76,6 +77,31 @@ def test_demo_prints_the_raw_series_and_the_same_counts_through_prometheus() -> 
     ended = summed(r'\{direction="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', transfers)
     assert {k: n for k, n in ended.items() if n} == {("download", "succeeded", "cms"): 1,
                                                      ("upload", "succeeded", "cms"): 1}
+
+    # The replica-mode wait: made available, REPLICATING, the transfer's end, then every file OK: one wait
+    # ended available, within 30 minutes, none open.
+    assert re.search(r"did\?namespace=atlas&did=data18:RAW\.dataset&poll=1 +-> 200 REPLICATING, REPLICATING", raw)
+    assert re.search(r"did\?namespace=atlas&did=data18:RAW\.dataset&poll=1 +-> 200 OK, OK", raw)
+    transferred = re.search(r"files to SITE_DISK ended ([\d.]+) s after the make-available answered", raw)
+    clock = re.search(r"the demo's own clock: ([\d.]+) s from sending the make-available", raw)
+    assert transferred is not None and clock is not None
+    atlas = {"rucio_instance": "atlas", "mode": "replica"}
+    waits = raw_samples(raw)
+    available = {**atlas, "outcome": "available"}
+    assert waits.get((TIME_TO_DATA + "seconds_count", frozenset(available.items()))) == 1
+    assert waits.get((TIME_TO_DATA + "seconds_bucket", frozenset({**available, "le": "1800.0"}.items()))) == 1
+    # From the make-available to the poll that first showed every file there, after the transfer ended.
+    seconds = waits.get((TIME_TO_DATA + "seconds_sum", frozenset(available.items())), 0.0)
+    assert float(transferred.group(1)) < seconds <= float(clock.group(1))
+    assert waits.get((TIME_TO_DATA + "waits", frozenset(atlas.items()))) == 0
+    made = {(dict(labels)["outcome"], value) for (name, labels), value in waits.items()
+            if name == TIME_TO_DATA + "make_available_total"}
+    assert made == {("rule_created", 1)}
+    # Prometheus sees it too, and the download's wait in download mode (cms).
+    assert waited.startswith("sum by (rucio_instance, mode, outcome) (rucio_jupyterlab_time_to_data_seconds_count)")
+    ended_waits = summed(r'\{mode="(\w+)",outcome="(\w+)",rucio_instance="(\w+)"\} (\d+)', waited)
+    assert {k: n for k, n in ended_waits.items() if n} == {("replica", "available", "atlas"): 1,
+                                                           ("download", "available", "cms"): 1}
 
     # Every request, call to Rucio and transfer the demo counted took some time, less than the demo did.
     grown = assert_plausible_durations({}, raw_samples(raw), wall.seconds,
