@@ -52,9 +52,9 @@ OTHER = "other"
 
 # The reasons that are the user's, not the service's: Rucio refused what the user asked for or may do
 # (no quota, no permission, no such DID or scope, the file exists already, invalid input). A transfer
-# that failed for one of them spends no error budget and raises no alert; the shipped rules name the
-# same classes (tests check they agree). Every other reason, "other" and "not_started" included, and
-# every killed transfer, is the service's.
+# that failed for one of them spends no error budget and raises no alert: it is counted with
+# fault="user", so the shipped rules never name a reason. Every other reason, "other" and "not_started"
+# included, is the service's; a killed transfer is not a failure here (its outcome says killed).
 USER_REASONS = frozenset({
     "AccessDenied", "AccountNotFound", "CannotAuthenticate", "CannotAuthorize", "DataIdentifierAlreadyExists",
     "DataIdentifierNotFound", "Duplicate", "DuplicateContent", "FileAlreadyExists", "FileReplicaAlreadyExists",

@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from traitlets import TraitError
 
 from rucio_metrics.config import RucioMetrics
-from rucio_metrics.metrics import Metrics, method_label
+from rucio_metrics.metrics import FAILURES_HELP, Metrics, method_label
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -49,6 +49,9 @@ class ClientMetrics:
             "Uncaught exceptions other than HTTPError in Rucio JupyterLab handlers, by exception class.",
             ["handler", "method", "exception"], registry=registry,
         )
+        self.failures = Counter(
+            prefix + "request_failures", FAILURES_HELP, ["handler", "method", "fault"], registry=registry,
+        )
         self.instrumented_routes = Gauge(
             prefix + "instrumented_routes",
             "Routes rucio_metrics instruments in this process; 0 means the Rucio extension's routes were not found.",
@@ -65,15 +68,18 @@ class ClientMetrics:
             self.pairs.add((handler, method))
             self.in_progress.labels(handler, method)
             self.duration.labels(handler, method)
+            self.failures.labels(handler, method, "service")
 
     def started(self, handler: str, method: str) -> None:
         self.method(handler, method)
         self.in_progress.labels(handler, method).inc()
 
-    def finished(self, handler: str, method: str, status: str, seconds: float) -> None:
+    def finished(self, handler: str, method: str, status: str, seconds: float, fault: str | None) -> None:
         self.in_progress.labels(handler, method).dec()
         self.requests.labels(handler, method, status).inc()
         self.duration.labels(handler, method).observe(seconds)
+        if fault is not None:
+            self.failures.labels(handler, method, fault).inc()
 
     def raised(self, handler: str, method: str, exception: str) -> None:
         self.method(handler, method)
@@ -122,8 +128,10 @@ def replay(registry: CollectorRegistry, latency_metric: str, clock: list[float])
         elif event == "finish":
             status, seconds = more
             assert isinstance(status, str) and isinstance(seconds, float)
-            client.finished(handler, label, status, seconds)
-            calls[handler, method].finished(status, seconds)
+            # Whose fault is the classifier's business (tests/test_faults.py); here, that both count it alike.
+            fault = None if int(status) < 400 else "user" if int(status) < 500 else "service"
+            client.finished(handler, label, status, seconds, fault)
+            calls[handler, method].finished(status, seconds, fault)
         else:
             (exception,) = more
             assert isinstance(exception, str)
@@ -157,6 +165,10 @@ def test_exposition_is_what_prometheus_client_gave(registry, clock, latency_metr
     assert 'rucio_jupyterlab_http_requests_total{handler="/rucio-jupyterlab/upload",method="OTHER",' \
            'status_code="405"} 1.0' in lines
     assert "rucio_jupyterlab_http_instrumented_routes 3.0" in lines
+    assert ('rucio_jupyterlab_http_request_failures_total{fault="user",handler="/rucio-jupyterlab/files",'
+            'method="GET"} 1.0' in lines)
+    assert ('rucio_jupyterlab_http_request_failures_total{fault="service",handler="/rucio-jupyterlab/instances",'
+            'method="PUT"} 0.0' in lines)
     if latency_metric == "histogram":
         assert ('rucio_jupyterlab_http_request_duration_seconds_bucket{handler="/rucio-jupyterlab/files",le="+Inf",'
                 'method="GET"} 3.0' in lines)

@@ -167,7 +167,8 @@ def test_hostile_input_creates_no_series_and_leaks_nothing_into_labels(server):
     # Only the junk verbs on a real route may add series: method OTHER (405) and POST (405).
     per_method = {"rucio_jupyterlab_http_requests_total", "rucio_jupyterlab_http_requests_created",
                   COUNT, "rucio_jupyterlab_http_request_duration_seconds_sum",
-                  "rucio_jupyterlab_http_request_duration_seconds_created", IN_PROGRESS}
+                  "rucio_jupyterlab_http_request_duration_seconds_created", IN_PROGRESS,
+                  "rucio_jupyterlab_http_request_failures_total", "rucio_jupyterlab_http_request_failures_created"}
     assert {(name, dict(labels)["handler"], dict(labels)["method"]) for name, labels in new_series} == {
         (name, "/rucio-jupyterlab/instances", method) for name in per_method for method in ("OTHER", "POST")}
     for _, labels in after:
@@ -178,6 +179,12 @@ def test_hostile_input_creates_no_series_and_leaks_nothing_into_labels(server):
     assert counted[("/rucio-jupyterlab/instances", "POST", "405")] == 1
     assert counted[("/rucio-jupyterlab/instances", "GET", "200")] == 2  # huge query; raw byte in query
     assert sum(v for (h, _, _), v in counted.items() if marker in h) == 0
+    # Junk verbs are the client's doing: they spend no error budget.
+    failures = {(dict(labels)["method"], dict(labels)["fault"]): after[name, labels] - before.get((name, labels), 0)
+                for name, labels in after if name == "rucio_jupyterlab_http_request_failures_total"
+                and dict(labels)["handler"] == "/rucio-jupyterlab/instances"}
+    assert {key: n for key, n in failures.items() if n} == {("OTHER", "user"): 3, ("POST", "user"): 1}
+    assert failures[("OTHER", "service")] == failures[("POST", "service")] == 0
     assert in_progress_total(after) == 0
     assert_plausible_durations(before, after, wall.seconds, concurrency=50)
 

@@ -28,8 +28,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tornado.ioloop import IOLoop
 
-from rucio_metrics.transfer_results import reason_label, rucio_exception_names
-from rucio_metrics.transfers import load_transfers
+from rucio_metrics.transfer_results import Result, reason_label, rucio_exception_names
+from rucio_metrics.transfers import TransferMetrics, load_transfers
 
 from .servers.jupyter_server_process import JupyterServerProcess
 from .servers.rucio_server import RucioServer
@@ -137,8 +137,9 @@ class Transfers:
         return dict(json.loads(path.read_text()))
 
 
-def ended(direction: str, outcome: str, reason: str | None = None, moved: int = 0) -> dict[Any, float]:
-    """The changes one transfer that ended so makes."""
+def ended(direction: str, outcome: str, reason: str | None = None, moved: int = 0,
+          fault: str = "service") -> dict[Any, float]:
+    """The changes one transfer that ended so makes (a failed one counts once by ``fault`` too)."""
     labels = {"rucio_instance": NAMESPACE, "direction": direction}
     expected = {
         ("rucio_jupyterlab_transfers_started_total", frozenset(labels.items())): 1.0,
@@ -147,6 +148,8 @@ def ended(direction: str, outcome: str, reason: str | None = None, moved: int = 
     }
     if reason is not None:
         expected[("rucio_jupyterlab_transfer_failures_total", frozenset({**labels, "reason": reason}.items()))] = 1.0
+        expected[("rucio_jupyterlab_transfer_failures_by_fault_total", frozenset({**labels, "fault": fault}.items()))] \
+            = 1.0
     if moved:
         expected[("rucio_jupyterlab_transfer_bytes_total", frozenset(labels.items()))] = float(moved)
     return expected
@@ -439,3 +442,30 @@ def test_after_a_second_load_on_another_registry_transfers_count_there(monkeypat
         == 1.0
     assert second.get_sample_value("rucio_jupyterlab_transfers_in_progress", labels) == 0.0
     assert first.get_sample_value("rucio_jupyterlab_transfers_started_total", labels) == 0.0
+
+
+@pytest.mark.parametrize(("result", "fault"), [
+    (Result("failed", "ScopeAccessDenied"), "user"),
+    (Result("failed", "InsufficientAccountLimit"), "user"),
+    (Result("failed", "DataIdentifierNotFound"), "user"),
+    (Result("failed", "NoFilesDownloaded"), "service"),
+    (Result("failed", "ServiceUnavailable"), "service"),
+    (Result("failed", "other"), "service"),
+    (Result("failed", "not_started"), "service"),
+    (Result("failed"), "service"),
+    (Result("killed"), None),
+    (Result("succeeded", bytes=10), None),
+])
+def test_a_failed_transfer_counts_once_by_whose_fault_it_was(result: Result, fault: str | None) -> None:
+    registry = CollectorRegistry()
+    metrics = TransferMetrics.on(registry)
+    metrics.precreate([NAMESPACE])
+    metrics.start(NAMESPACE, "upload")
+    metrics.end(NAMESPACE, "upload", result, 1.0)
+    counted = {
+        (each, direction): registry.get_sample_value("rucio_jupyterlab_transfer_failures_by_fault_total",
+                                        {"rucio_instance": NAMESPACE, "direction": direction, "fault": each})
+        for each in ("user", "service") for direction in ("upload", "download")
+    }
+    assert counted == {(each, direction): 1.0 if (each, direction) == (fault, "upload") else 0.0
+                       for each in ("user", "service") for direction in ("upload", "download")}
