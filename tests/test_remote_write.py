@@ -180,6 +180,10 @@ def drive(server: JupyterServerProcess, rucio: RucioStandIn, prometheus: Prometh
         # A download the stand-in cannot serve: a failed transfer, with its reason and duration; two, a
         # scrape apart, as a series that appears at 1 gives rate() nothing until it changes.
         call("POST", "rucio-jupyterlab/did/make-available?namespace=cms", 200, json={"did": "user.alice:f"})
+        # A replica-mode wait that ends with the data there (the stand-in's replicas are all available)
+        # at the panel's next look: the time-to-data percentiles have something to compare.
+        call("POST", "rucio-jupyterlab/did/make-available?namespace=atlas", 200, json={"did": "data18:AOD.dataset"})
+        call("GET", "rucio-jupyterlab/did?namespace=atlas&did=data18:AOD.dataset", 200)
         wait_for_transfers_to_end(server, ended)
         prometheus.wait_for_scrapes_after(time.time())
     for _ in range(2):
