@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import warnings
+from collections.abc import Iterator
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -15,3 +19,18 @@ def registry() -> CollectorRegistry:
 def _temporary_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Importing rucio_jupyterlab.db creates ~/.rucio_jupyterlab/cache.db.
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(autouse=True)
+def _no_closed_current_loop() -> Iterator[None]:
+    # A test that ran and closed its own loop may leave it as this thread's current one; a later test
+    # that runs on IOLoop.current() (pytest-tornasync without io_loop) would then find it closed.
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            return
+    if loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
