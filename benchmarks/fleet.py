@@ -134,10 +134,10 @@ def capture() -> str:
         with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
             try:
                 for call in BEFORE_LOGIN + AFTER_LOGIN:
-                    _send(server, call)
+                    send(server, call)
                 for knob, pattern, call in RUCIO_FAILURES:
                     getattr(rucio, knob)(pattern)
-                    _send(server, call)
+                    send(server, call)
                     rucio.reset()
                 # rucio-jupyterlab fetches replicas in the background on a first look; let those calls end.
                 time.sleep(1)
@@ -146,7 +146,8 @@ def capture() -> str:
                 shutil.rmtree(server.root, ignore_errors=True)
 
 
-def _send(server: JupyterServerProcess, call: Call) -> None:
+def send(server: JupyterServerProcess, call: Call) -> None:
+    """Send one call of the mix; raise when its status is not the one expected."""
     method, path, status, kwargs = call
     if kwargs.get("anonymous"):  # no token, no cookie
         with requests.Session() as session:

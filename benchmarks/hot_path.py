@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,21 +176,27 @@ async def cpu_per_request(app: Application, requests: int) -> float:
         gc.enable()
 
 
-async def calls_per_request(app: Application, requests: int) -> float:
-    """Python and C function calls per request (profiler ``call`` + ``c_call`` events)."""
-    calls = 0
+@contextlib.contextmanager
+def counting_calls() -> Iterator[list[int]]:
+    """Python and C function calls made in the block (profiler ``call`` + ``c_call`` events), in ``[0]``."""
+    counted = [0]
 
     def count(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
         if event == "call" or event == "c_call":
-            calls += 1
+            counted[0] += 1
 
     sys.setprofile(count)
     try:
-        await serve(app, requests)
+        yield counted
     finally:
         sys.setprofile(None)
-    return calls / requests
+
+
+async def calls_per_request(app: Application, requests: int) -> float:
+    """Python and C function calls per request."""
+    with counting_calls() as counted:
+        await serve(app, requests)
+    return counted[0] / requests
 
 
 async def calls_by_function(app: Application, requests: int = 10) -> collections.Counter[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from rucio_metrics.time_to_data import REPLICA, TimeToData, instrument_mode_handler
+
+from .hot_path import counting_calls
 
 FILES = 10  # files of the DID a poll answers for
 TRACKED = 10_000  # open waits for the memory measurement
@@ -118,20 +119,10 @@ def _cpu_per_call(call: Callable[[Any, int], object], handler: Any, calls: int) 
 
 
 def _calls_per_call(call: Callable[[Any, int], object], handler: Any, calls: int) -> float:
-    events = 0
-
-    def count(frame: Any, event: str, arg: Any) -> None:
-        nonlocal events
-        if event == "call" or event == "c_call":
-            events += 1
-
-    sys.setprofile(count)
-    try:
+    with counting_calls() as counted:
         for i in range(calls):
             call(handler, i)
-    finally:
-        sys.setprofile(None)
-    return events / calls
+    return counted[0] / calls
 
 
 def measure(rounds: int = 30, calls: int = 20_000, profiled_calls: int = 1000) -> list[TimeToDataCost]:

@@ -23,8 +23,9 @@ def _temporary_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(autouse=True)
 def _no_closed_current_loop() -> Iterator[None]:
-    # A test that ran and closed its own loop may leave it as this thread's current one; a later test
-    # that runs on IOLoop.current() (pytest-tornasync without io_loop) would then find it closed.
+    # pytest_jupyter's autouse jp_asyncio_loop (in the modules that import its fixtures) closes the
+    # thread's current loop after each test and leaves it current: a later test in the same worker
+    # that runs on IOLoop.current() (pytest-tornasync without io_loop) would find it closed.
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -40,6 +40,7 @@ from .servers.jupyterhub_process import (
     METRICS_SCOPE,
     SCRAPE_TOKEN,
     JupyterHubProcess,
+    write_token_files,
 )
 from .servers.prometheus_process import PrometheusProcess
 from .support.deploy_files import deploy_config
@@ -74,10 +75,7 @@ def run_fleet_helper(hub: JupyterHubProcess, token_file: Path, output: Path) -> 
 @pytest.fixture(scope="module")
 def hub_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubFleet]:
     root = tmp_path_factory.mktemp("fleet")
-    fleet_token_file, scrape_token_file = root / "jupyterhub-fleet-token", root / "jupyterhub-scrape-token"
-    for path, token in ((fleet_token_file, FLEET_TOKEN), (scrape_token_file, SCRAPE_TOKEN)):
-        path.write_text(token + "\n")
-        path.chmod(0o600)
+    fleet_token_file, scrape_token_file = write_token_files(root)
     targets_file = root / "jupyterhub.json"
     with JupyterHubProcess(metrics_readers=["reader"]) as hub:
         hub.start_servers(["alice", "bob"])

@@ -29,6 +29,7 @@ from .servers.jupyterhub_process import (
     METRICS_SCOPE,
     SCRAPE_TOKEN,
     JupyterHubProcess,
+    write_token_files,
 )
 from .servers.prometheus_process import PrometheusProcess
 from .support.deploy_files import deploy_config
@@ -59,10 +60,7 @@ class CapturedFleet:
 @pytest.fixture(scope="module")
 def captured_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CapturedFleet]:
     root = tmp_path_factory.mktemp("captured")
-    fleet_token_file, scrape_token_file = root / "fleet-token", root / "scrape-token"
-    for path, token in ((fleet_token_file, FLEET_TOKEN), (scrape_token_file, SCRAPE_TOKEN)):
-        path.write_text(token + "\n")
-        path.chmod(0o600)
+    fleet_token_file, scrape_token_file = write_token_files(root)
     targets = root / "jupyterhub.json"
     # A built-in scope in the options is refused: the default (the custom scope) stays.
     options = {"hub_token_cache_seconds": CACHE_SECONDS, "hub_metrics_scope": "read:metrics"}

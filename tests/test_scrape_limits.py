@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from .servers.jupyter_server_process import REPO, TOKEN, JupyterServerProcess, wait_for_transfers_to_end
 from .servers.prometheus_process import PrometheusProcess
@@ -35,7 +34,7 @@ from .test_prometheus import start_all
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 
-from benchmarks.fleet import AFTER_LOGIN, BEFORE_LOGIN, RUCIO_FAILURES, Call
+from benchmarks.fleet import AFTER_LOGIN, BEFORE_LOGIN, RUCIO_FAILURES, Call, send
 
 ALERT = "RucioJupyterLabScrapesFailing"
 FLEET = "jupyterhub-fleet.yml"
@@ -98,17 +97,6 @@ def flooding_servers() -> dict[str, tuple[str, str]]:
         "carol": (users_collector(1, 2 * value_limit), "label_value_length_limit exceeded"),
         "dave": (users_collector(long_values, value_limit), "body size limit exceeded"),
     }
-
-
-def send(server: JupyterServerProcess, call: Call) -> None:
-    method, path, status, kwargs = call
-    if kwargs.get("anonymous"):  # no token, no cookie
-        with requests.Session() as session:
-            session.trust_env = False
-            got = session.request(method, server.url(path), timeout=30).status_code
-    else:
-        got = server.request(method, path, allow_redirects=False, **kwargs).status_code
-    assert got == status, f"{method} {path}: {got}, expected {status}"
 
 
 def busy(server: JupyterServerProcess, rucio: RucioStandIn) -> None:

@@ -16,7 +16,6 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 from pytest_jupyter.jupyter_server import *  # noqa: F403  (jp_serverapp and what it needs)
-from tornado.ioloop import IOLoop
 from traitlets.config import Config, Configurable
 
 from rucio_metrics.config import RucioMetrics, load_options
@@ -50,6 +49,7 @@ from rucio_metrics.transfer_results import KILLED, SUCCEEDED, Result
 from rucio_metrics.transfers import DOWNLOAD, UPLOAD, TransferMetrics
 
 from .servers.jupyter_server_process import unreachable_rucio_instance
+from .support.own_loop import run_on_own_loop
 
 OK, REPLICATING = {"status": "OK"}, {"status": "REPLICATING"}
 
@@ -295,11 +295,7 @@ def test_the_ioloop_expires_waits_without_traffic() -> None:
         while r.waiting():
             await asyncio.sleep(0.05)
 
-    loop = IOLoop(make_current=False)
-    try:
-        loop.run_sync(a_wait_nobody_looks_at, timeout=5)
-    finally:
-        loop.close()
+    run_on_own_loop(a_wait_nobody_looks_at, timeout=5)
     assert r.waited(UNOBSERVED) == (1, 0)
 
 

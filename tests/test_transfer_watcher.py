@@ -17,10 +17,11 @@ import signal
 import time
 
 from prometheus_client import CollectorRegistry
-from tornado.ioloop import IOLoop
 
 from rucio_metrics.transfer_results import FAILED, KILLED, Result
 from rucio_metrics.transfers import UPLOAD, Transfer, TransferMetrics, TransferWatcher
+
+from .support.own_loop import run_on_own_loop
 
 LIVES_ON_SECONDS = 0.5
 
@@ -55,10 +56,6 @@ def test_a_child_is_read_once_it_has_exited_not_when_its_sentinel_closed() -> No
         while not (ended("killed") or ended("failed")):
             await asyncio.sleep(0.01)
 
-    loop = IOLoop(make_current=False)
-    try:
-        loop.run_sync(watch_a_child, timeout=30)
-    finally:
-        loop.close()
+    run_on_own_loop(watch_a_child, timeout=30)
     assert (ended("killed"), ended("failed")) == (1.0, 0.0)
     assert registry.get_sample_value("rucio_jupyterlab_transfers_in_progress", labels) == 0.0

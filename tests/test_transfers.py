@@ -26,13 +26,13 @@ from typing import Any
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry
-from tornado.ioloop import IOLoop
 
 from rucio_metrics.transfer_results import Result, reason_label, rucio_exception_names
 from rucio_metrics.transfers import TransferMetrics, load_transfers
 
 from .servers.jupyter_server_process import JupyterServerProcess
 from .servers.rucio_server import RucioServer
+from .support.own_loop import run_on_own_loop
 
 NAMESPACE = "cms"  # the instance in download mode
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -427,12 +427,8 @@ def test_after_a_second_load_on_another_registry_transfers_count_there(monkeypat
         while not (ended_on(first) or ended_on(second)):
             await asyncio.sleep(0.01)
 
-    loop = IOLoop(make_current=False)
     start = time.monotonic()
-    try:
-        loop.run_sync(make_a_transfer, timeout=10)
-    finally:
-        loop.close()
+    run_on_own_loop(make_a_transfer, timeout=10)
     wall = time.monotonic() - start
     assert (ended_on(first), ended_on(second)) == (0.0, 1.0)
     seconds = second.get_sample_value("rucio_jupyterlab_transfer_duration_seconds_sum", {**labels, "outcome": "failed"})

@@ -248,6 +248,15 @@ class JupyterHubProcess(ChildProcess):
         return dict(self.api("GET", f"users/{quote(name, safe='')}").json())
 
 
+def write_token_files(folder: Path) -> tuple[Path, Path]:
+    """The fleet and scrape tokens in files named as the docs name them, readable by their owner only."""
+    fleet, scrape = folder / "jupyterhub-fleet-token", folder / "jupyterhub-scrape-token"
+    for path, token in ((fleet, FLEET_TOKEN), (scrape, SCRAPE_TOKEN)):
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+    return fleet, scrape
+
+
 def _kill(pid: int) -> None:
     """Terminate ``pid`` if it is still a proxy or a single-user server; kill it after 10 s."""
     try:
