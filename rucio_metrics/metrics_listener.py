@@ -58,6 +58,8 @@ class RefusalLog:
         self.log, self.every, self.clock = log, every, clock
         self._counts: Counter[int] = Counter()
         self._logged_at: float | None = None
+        # What is wrong with the token file, as last logged; None while it reads well.
+        self.token_file_problem: str | None = None
 
     def refused(self, status: int) -> None:
         self._counts[status] += 1
@@ -95,10 +97,15 @@ class MetricsHandler(RequestHandler):
         try:
             expected = token.read()
         except TokenFileError as e:
-            # Refuse rather than serve unauthenticated: the operator asked for a token.
-            self.log.error("rucio_metrics: RucioMetrics.metrics_token_file: the file %s; scrape refused (503)", e)
+            # Refuse rather than serve unauthenticated: the operator asked for a token. The reason is
+            # named when it appears or changes, not at every scrape; the refusals are counted with the rest.
+            if self.refusals.token_file_problem != str(e):
+                self.refusals.token_file_problem = str(e)
+                self.log.error("rucio_metrics: RucioMetrics.metrics_token_file: the file %s; scrapes refused (503) "
+                               "until it holds a token", e)
             self._refuse(503)
             return False
+        self.refusals.token_file_problem = None
         m = _BEARER.match(self.request.headers.get("Authorization", ""))
         if m is None:
             self._refuse(401, {"WWW-Authenticate": 'Bearer realm="metrics"'})

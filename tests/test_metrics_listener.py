@@ -90,7 +90,17 @@ def test_a_rotated_token_file_takes_effect_without_a_restart(listened: ListenedS
         listened.token_file.write_text("")  # caught mid-rotation: refuse, never serve unauthenticated
         assert listened.get().status_code == 503
         assert listened.get(token=None).status_code == 503
-        assert "RucioMetrics.metrics_token_file" in listened.server.log()
+        # Named once, not once per scrape (a fleet scrapes every server every few seconds) ...
+        assert listened.server.log().count("RucioMetrics.metrics_token_file: the file is empty") == 1
+        listened.token_file.write_text("short\n")
+        assert listened.get().status_code == 503
+        # ... and again when the problem changes.
+        assert listened.server.log().count("RucioMetrics.metrics_token_file: the file holds a token shorter") == 1
+        listened.token_file.write_text(METRICS_TOKEN + "\n")
+        assert listened.get().status_code == 200
+        listened.token_file.write_text("")  # a problem again after a good read: named again
+        assert listened.get().status_code == 503
+        assert listened.server.log().count("RucioMetrics.metrics_token_file: the file is empty") == 2
     finally:
         listened.token_file.write_text(METRICS_TOKEN + "\n")
     assert listened.get().status_code == 200
