@@ -78,6 +78,7 @@ class Operation:
 def _reset(waits: TimeToData) -> None:
     """No wait open, and the one the polls of a DID on its way look at."""
     waits._open.clear()
+    waits._waiting.clear()  # as the open waits: the gauge of the next batch starts at 0
     waits.made_available(NAMESPACE, REPLICA, SCOPE, "waiting.root", "rule_created", waits.clock())
 
 

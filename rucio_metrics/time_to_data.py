@@ -299,7 +299,9 @@ class TimeToData(OncePerRegistry):
         if direction == DOWNLOAD:
             try:
                 with self._lock:
-                    self._waiting[(instance, DOWNLOAD)] = self._waiting.get((instance, DOWNLOAD), 0) - 1
+                    # Never below 0: a download started before these families observed transfers (a later
+                    # load turned time to data on) ends here without having been counted.
+                    self._waiting[(instance, DOWNLOAD)] = max(self._waiting.get((instance, DOWNLOAD), 0) - 1, 0)
                 self._histogram(instance, DOWNLOAD, AVAILABLE if outcome == SUCCEEDED else FAILED).observe(seconds)
             except Exception:
                 self._report("recording a download's end failed")
@@ -310,7 +312,8 @@ class TimeToData(OncePerRegistry):
         """Open a wait for ``key``, or join the one open; the waits that ended unobserved meanwhile."""
         wait = self._open.get(key)
         if wait is not None:  # made available again while it waits: the same wait, looked at now
-            wait[1] = start
+            # A poll that ended while this request waited for Rucio looked later than its start.
+            wait[1] = max(wait[1], start)
             self._open.move_to_end(key)
             return []
         ended = []

@@ -182,6 +182,18 @@ def test_made_available_again_while_it_waits_is_the_same_wait(r: Registry) -> No
     assert (r.made(RULE_CREATED), r.made(RULE_EXISTS)) == (1, 1)
 
 
+def test_made_available_again_keeps_a_later_look_of_a_poll_that_ended_meanwhile(r: Registry) -> None:
+    # The second make-available began at 1005 and waited for Rucio; a poll looked at 1010 meanwhile.
+    r.make_available("SIM.dataset")
+    r.clock.advance(10)
+    r.look("SIM.dataset", REPLICATING)
+    r.waits.made_available("atlas", REPLICA, "data18", "SIM.dataset", RULE_EXISTS, r.clock() - 5)
+    r.clock.advance(56)  # 56 s after the last look (within the 60 s horizon), 61 s after the request began
+    r.look("SIM.dataset", OK)
+    assert r.waited(AVAILABLE) == (1, 66)
+    assert r.waited(UNOBSERVED) == (0, 0)
+
+
 def test_a_rule_found_starts_a_wait_too(r: Registry) -> None:
     r.make_available("AOD.dataset", RULE_EXISTS)
     r.clock.advance(1)
@@ -326,6 +338,16 @@ def test_a_download_is_download_modes_wait() -> None:
     assert r.waited(FAILED, "cms", DOWNLOAD) == (2, 4.0)
     assert r.waiting("cms", DOWNLOAD) == 0
     assert r.registry.get_sample_value(WAITS, {"rucio_instance": "cms", "mode": UPLOAD}) is None
+
+
+def test_a_download_started_before_the_families_observed_ends_without_a_negative_gauge() -> None:
+    r = Registry()
+    transfers = TransferMetrics.on(r.registry)
+    transfers.start("cms", "download")  # before a later load turned time to data on
+    transfers.observers.append(r.waits)
+    transfers.end("cms", "download", Result(SUCCEEDED, bytes=10), 2.0)
+    assert r.waiting("cms", DOWNLOAD) == 0
+    assert r.waited(AVAILABLE, "cms", DOWNLOAD) == (1, 2.0)
 
 
 class DownloadModeHandler:
