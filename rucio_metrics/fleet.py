@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .token_file import readable_by_others, token_problem
+from .token_file import TokenFile, TokenFileError, readable_by_others, token_problem
 
 # Ask for JupyterHub's paginated list form ({"items": [...], "_pagination": {...}});
 # a hub that predates it answers with a plain list, which is handled too.
@@ -239,13 +239,9 @@ def read_token(token_file: str | None) -> str:
     if token_file:
         # The path is never shown: a token given in its place would be printed.
         try:
-            token = Path(token_file).read_text(errors="replace").strip()
-        except OSError as e:
-            raise FleetError(f"--token-file: the file cannot be read ({e.strerror or type(e).__name__})") from None
-        problem = token_problem(token)
-        if problem:
-            raise FleetError(f"--token-file: the file {problem}")
-        return token
+            return TokenFile(token_file).read()
+        except TokenFileError as e:
+            raise FleetError(f"--token-file: the file {e}") from None
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
     if not token:
         raise FleetError("no token: give --token-file or set JUPYTERHUB_API_TOKEN")
