@@ -129,10 +129,11 @@ def metrics_app(registry: CollectorRegistry, token: TokenFile | None, log: loggi
     refusals = RefusalLog(log)
 
     def log_request(handler: RequestHandler) -> None:
-        # No line per scrape (a fleet scrapes every server every few seconds); paths that are not
-        # ours are refusals too, counted with the rest. MetricsHandler counts its own.
-        if handler.get_status() == 404:
-            refusals.refused(404)
+        # No line per scrape (a fleet scrapes every server every few seconds); paths and methods that
+        # are not ours are refusals too, counted with the rest.
+        status = handler.get_status()
+        if status in (404, 405):  # Tornado's answers; MetricsHandler's own (401, 403, 503) it counted itself
+            refusals.refused(status)
 
     return Application(
         [(r"/metrics", MetricsHandler, {"registry": registry, "token": token, "log": log, "refusals": refusals})],

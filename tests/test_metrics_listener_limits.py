@@ -170,6 +170,17 @@ def test_a_stream_of_refused_requests_is_one_log_line(listener: Listener) -> Non
     assert all("not-the-token" not in m and TOKEN not in m for m in listener.records.messages)
 
 
+def test_another_method_or_path_is_a_refusal_too(listener: Listener) -> None:
+    url = f"http://127.0.0.1:{listener.port}"
+    assert requests.post(f"{url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).status_code == 405
+    assert requests.get(f"{url}/api/kernels", timeout=10).status_code == 404
+    assert listener.get().status_code == 200
+    assert [m for m in listener.records.messages if "refused" in m] == [
+        "rucio_metrics: the metrics listener refused 1 request(s) (1 x 405); "
+        "the next refusals are logged at most once every 60 s"
+    ]
+
+
 def test_refusals_are_counted_and_logged_once_a_minute() -> None:
     records = Records()
     log = logging.getLogger("test-refusal-log")
