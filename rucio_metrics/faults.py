@@ -18,6 +18,11 @@ the Rucio calls of one request in one process, so it can tell:
 >>> fault_of(404, RucioCalls()), fault_of(499, RucioCalls()), fault_of(200, RucioCalls())
 ('user', None, None)
 
+Input the user typed or stored that never reached Rucio is the user's too:
+a call that stopped at rucio-jupyterlab's own check of it
+(``invalid_input``), or a route that raised reading a malformed request
+(``rejected_input``: upstream answers those with a 500).
+
 The Rucio calls a request makes run on the IOLoop (sync handlers) or in
 rucio-jupyterlab's thread pool; a context variable carries the request's
 ``RucioCalls`` to both (``carry_context_into`` makes the pool's threads see
@@ -29,16 +34,23 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 from typing import Any, TypeVar
 
 SERVICE, USER = "service", "user"
+# The faults whose series exist from the start (a failed request is always one of them).
 FAULTS = (SERVICE, USER)
+# A failed transfer whose cause nothing tells (an upload that left no log): judged by no rule.
+UNKNOWN = "unknown"
 
 # Outcomes of a Rucio call (outbound.OUTCOMES) that are the service's: Rucio unreachable,
 # too slow, failing, or an answer the extension could not use. "4xx" is Rucio refusing
 # what the user typed or stored: not found, invalid, access denied, wrong credentials, quota.
 SERVICE_OUTCOMES = frozenset({"5xx", "timeout", "connection_error", "error"})
 USER_OUTCOME = "4xx"
+# The call never left: rucio-jupyterlab's own check refused what the user typed or stored.
+INVALID_INPUT = "invalid_input"
+USER_OUTCOMES = frozenset({USER_OUTCOME, INVALID_INPUT})
 
 # nginx's code for a client that went away: nobody's failure.
 CLIENT_CLOSED_REQUEST = 499
@@ -51,12 +63,13 @@ class RucioCalls:
 
     def __init__(self) -> None:
         self.service_failed = False
+        # Rucio refused the request's input, or it was refused before it reached Rucio.
         self.refused = False
 
     def noted(self, outcome: str) -> None:
         if outcome in SERVICE_OUTCOMES:
             self.service_failed = True
-        elif outcome == USER_OUTCOME:
+        elif outcome in USER_OUTCOMES:
             self.refused = True
 
 
@@ -84,7 +97,8 @@ def fault_of(status: int, calls: RucioCalls) -> str | None:
       service's, whatever the status (upstream answers 401 to a login that
       could not reach Rucio).
     - Otherwise a 5xx is the user's when Rucio refused the request's input
-      (4xx), and else the service's: the extension's own failure.
+      (4xx), or it was refused before it reached Rucio (``invalid_input``),
+      and else the service's: the extension's own failure.
     - Otherwise a 4xx is the user's (or their client's); 499, a client that
       went away, is nobody's.
     """
@@ -95,6 +109,47 @@ def fault_of(status: int, calls: RucioCalls) -> str | None:
     if status >= 500:
         return USER if calls.refused else SERVICE
     return USER
+
+
+def raised_at(tb: TracebackType | None) -> list[tuple[str, str]]:
+    """(module, function) of each frame of a traceback, outermost first; the last one raised."""
+    frames = []
+    while tb is not None:
+        frame = tb.tb_frame
+        frames.append((str(frame.f_globals.get("__name__", "")), frame.f_code.co_name))
+        tb = tb.tb_next
+    return frames
+
+
+# Where rucio-jupyterlab 41's routes read what the client sent, and what they raise, uncaught, when it is
+# malformed: a verb of a handler splitting a DID without exactly one ":" (ValueError), reading a body
+# without a key it needs (KeyError); and the upload job looked up by the id the client gave, the first
+# row of a query that found none (IndexError). Upstream answers each with a 500.
+HANDLERS_PACKAGE = "rucio_jupyterlab.handlers."
+_VERBS = frozenset({"get", "post", "put", "patch", "delete"})
+_JOB_LOOKUP = ("rucio_jupyterlab.db", "get_upload_job")
+
+
+def rejected_input(error: BaseException, tb: TracebackType | None) -> bool:
+    """Whether an uncaught exception is a route of rucio-jupyterlab failing on a malformed request.
+
+    Narrow on purpose: only these exact classes, raised by a handler's verb
+    itself (not by anything it called: a ValueError from parsing Rucio's
+    answer is a callee's), or by the upload job lookup. The price: a bug in
+    a verb's own code raising one of them is counted the user's too
+    (``rucio_jupyterlab_http_exceptions_total`` still shows it, by class).
+    """
+    kind = type(error)
+    if kind not in (ValueError, KeyError, IndexError):
+        return False
+    frames = raised_at(tb)
+    if not frames:
+        return False
+    if kind is IndexError:
+        ours = [frame for frame in frames if frame[0].startswith("rucio_jupyterlab.")]
+        return bool(ours) and ours[-1] == _JOB_LOOKUP
+    module, function = frames[-1]
+    return module.startswith(HANDLERS_PACKAGE) and function in _VERBS
 
 
 _T = TypeVar("_T")

@@ -15,7 +15,9 @@ auth checks and its own ``handler`` label stay as they were) and adds:
   or a proxy does); Tornado then calls neither of the above, so the request
   ends here, with the status set so far (200 unless the handler set one).
 - ``log_exception``: Tornado's one call for every uncaught exception, in
-  ``prepare``, the verb or ``on_finish`` alike.
+  ``prepare``, the verb or ``on_finish`` alike: counted by class, and noted
+  as the user's input refused when it is a route failing on a malformed
+  request (``faults.rejected_input``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream
 from tornado.web import Application, HTTPError, RequestHandler
 
-from .faults import RucioCalls, fault_of, start_request
+from .faults import INVALID_INPUT, RucioCalls, fault_of, rejected_input, start_request
 from .metrics import MethodMetrics, Metrics, RouteMetrics
 from .routes import rules_under
 
@@ -100,6 +102,9 @@ class InstrumentedHandler(RequestHandler):
             if typ is not None and not isinstance(value, HTTPError):
                 try:
                     self._rucio_metrics_route.method(self.request.method).raised(typ.__name__)
+                    calls = self._rucio_metrics_rucio_calls
+                    if calls is not None and value is not None and rejected_input(value, tb):
+                        calls.noted(INVALID_INPUT)
                 except Exception:
                     report_failure("exception")
 

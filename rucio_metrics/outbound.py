@@ -43,7 +43,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 
-from .faults import carry_context_into, note_rucio_outcome
+from .faults import INVALID_INPUT, carry_context_into, note_rucio_outcome, raised_at
 from .metrics import OncePerRegistry
 
 OUTBOUND_PREFIX = "rucio_jupyterlab_rucio_"
@@ -69,7 +69,20 @@ OPERATIONS = (
 
 # Every ``outcome`` label value. A call that returns got a 2xx answer:
 # rucio-jupyterlab raises on any other, except where ``_RESULT_OUTCOMES`` says.
-OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "connection_error", "error")
+# ``invalid_input``: no request left, rucio-jupyterlab's own check refused what the user
+# typed or stored (``INPUT_CHECKS``); like 4xx, a user's mistake.
+OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "connection_error", "error", INVALID_INPUT)
+
+# Where rucio-jupyterlab 41 checks what the user typed or stored before any request leaves, and the
+# exact classes it raises there: the DID search's filter parser (ValueError), and the x509 login's check
+# of the certificate and key paths the user saved (FileNotFoundError, ValueError when there is none).
+# Only an exception raised by that function itself counts: the same classes raised deeper are the
+# service's (json's JSONDecodeError for an answer that could not be parsed; requests' plain OSError for
+# a CA bundle the operator configured where there is none).
+INPUT_CHECKS: dict[tuple[str, str], tuple[type[BaseException], ...]] = {
+    ("rucio_jupyterlab.rucio.rucio", "parse_did_filter_from_string_fe"): (ValueError,),
+    ("rucio_jupyterlab.rucio.authenticators", "authenticate_x509"): (ValueError, FileNotFoundError),
+}
 
 # Instance label of an API object without a usable ``instance_config["name"]``.
 UNKNOWN_INSTANCE = "unknown"
@@ -83,9 +96,11 @@ log = logging.getLogger("rucio_metrics")
 # created rule with 201 and a list of rule ids, an error with {"ExceptionClass": ..., "ExceptionMessage":
 # ...}. Its status class is what Rucio's REST API (rucio 41, POST /rules/) answers for that class: these
 # are refusals of what the user asked for (409, 404, or 401 from the token check); any other
-# RucioException is Rucio's generic 500.
+# RucioException is Rucio's generic 500. AccessDenied (the account may not create that rule) is raised
+# where the REST layer does not catch it, so Rucio 41 answers it with its generic 500: a refusal all
+# the same, counted 4xx by its class.
 RULE_REFUSALS = frozenset({
-    "CannotAuthenticate", "DataIdentifierNotFound", "DuplicateRule", "InsufficientAccountLimit",
+    "AccessDenied", "CannotAuthenticate", "DataIdentifierNotFound", "DuplicateRule", "InsufficientAccountLimit",
     "InsufficientTargetRSEs", "InvalidObject", "InvalidReplicationRule", "InvalidRSEExpression",
     "InvalidRuleWeight", "ManualRuleApprovalBlocked", "ScratchDiskLifetimeConflict",
     "StagingAreaRuleRequiresLifetime",
@@ -143,7 +158,8 @@ class OutboundMetrics(OncePerRegistry):
         self.requests = Counter(
             OUTBOUND_PREFIX + "requests",
             "Calls from the Rucio JupyterLab extension to a Rucio server, by Rucio instance, RucioAPI method "
-            "and outcome (2xx, 4xx, 5xx, timeout, connection_error, error).",
+            "and outcome (2xx, 4xx, 5xx, timeout, connection_error, error; invalid_input: refused before any "
+            "request left).",
             ["instance", "operation", "outcome"],
             registry=registry,
         )
@@ -194,7 +210,8 @@ def outcome_of(error: BaseException) -> str:
     or by raising inside ``except``), so the whole chain is searched: a
     timeout or connection failure anywhere in it wins, else the status of an
     HTTP error answer (``RucioRequestsException`` claims status 503 without
-    any answer: only a real response's status counts), else ``error``. A
+    any answer: only a real response's status counts), else
+    ``invalid_input`` when one of ``INPUT_CHECKS`` raised, else ``error``. A
     connection dropped before or during the answer's body is a
     ``connection_error`` alike.
     """
@@ -210,6 +227,7 @@ def outcome_of(error: BaseException) -> str:
         http.client.IncompleteRead, ConnectionError,
     )
     status = None
+    invalid = False
     for exc in _chain(error):
         if isinstance(exc, requests.Timeout):
             return "timeout"
@@ -218,7 +236,16 @@ def outcome_of(error: BaseException) -> str:
         code = getattr(getattr(exc, "response", None), "status_code", None)
         if status is None and isinstance(code, int) and 400 <= code < 600:
             status = code
-    return f"{status // 100}xx" if status is not None else "error"
+        invalid = invalid or _failed_input_check(exc)
+    if status is not None:
+        return f"{status // 100}xx"
+    return INVALID_INPUT if invalid else "error"
+
+
+def _failed_input_check(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by one of ``INPUT_CHECKS`` itself, as one of its classes."""
+    frames = raised_at(exc.__traceback__)
+    return bool(frames) and type(exc) in INPUT_CHECKS.get(frames[-1], ())
 
 
 def _chain(error: BaseException) -> Iterable[BaseException]:

@@ -16,7 +16,9 @@ lookup.
 In download mode the wait is the download rucio-jupyterlab starts in a
 child process, which ``transfers.py`` already watches (so it needs
 ``transfers_enabled``): from its start to its end, ``available`` when it
-succeeded, ``failed`` when it failed or was killed. rucio-jupyterlab 41
+succeeded, ``failed`` when it failed or was killed, ``refused`` when it
+failed for the user's reason (Rucio refused what they asked for: judged by
+no objective, as a refused make-available starts no wait). rucio-jupyterlab 41
 removes its record of a finished download before it looks for one, so every
 "Make available" downloads again: each download is a wait of its own
 (``already_available`` is for versions that look first).
@@ -39,8 +41,8 @@ lists):
 - ``rucio_jupyterlab_time_to_data_seconds{rucio_instance, mode, outcome}``,
   always a histogram (``BUCKETS``, 10 s to 6 h, one bound at 1800 s for an
   objective such as "95% within 30 minutes"): one observation per wait, when
-  it ends. ``outcome``: ``available``, ``stuck``, ``failed`` (download mode),
-  ``unobserved`` (replica mode).
+  it ends. ``outcome``: ``available``, ``stuck``, ``failed`` and ``refused``
+  (download mode), ``unobserved`` (replica mode).
 - ``rucio_jupyterlab_time_to_data_waits{rucio_instance, mode}``: waits open now.
 - ``rucio_jupyterlab_time_to_data_make_available_total{rucio_instance, mode,
   outcome}``: make-available requests. Replica mode: ``rule_created``,
@@ -87,7 +89,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from tornado.ioloop import PeriodicCallback
 
-from .faults import USER_OUTCOME
+from .faults import USER, USER_OUTCOMES
 from .metrics import OncePerRegistry, _created_samples
 from .outbound import RULE_REFUSALS, outcome_of
 from .transfer_results import SUCCEEDED
@@ -105,7 +107,7 @@ BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.
 REPLICA = "replica"
 MODES = (REPLICA, DOWNLOAD)
 
-# Outcomes of a wait.
+# Outcomes of a wait (REFUSED too: a download that failed for the user's reason).
 AVAILABLE, STUCK, FAILED, UNOBSERVED = "available", "stuck", "failed", "unobserved"
 # Outcomes of a make-available request (FAILED too).
 RULE_CREATED, RULE_EXISTS, REFUSED = "rule_created", "rule_exists", "refused"
@@ -162,7 +164,7 @@ def rule_outcome(result: object) -> str:
 
 def raised_outcome(error: BaseException) -> str:
     """The make-available outcome of a call that raised: Rucio's refusal (4xx) or a failure."""
-    return REFUSED if outcome_of(error) == USER_OUTCOME else FAILED
+    return REFUSED if outcome_of(error) in USER_OUTCOMES else FAILED
 
 
 class TimeToData(OncePerRegistry):
@@ -184,8 +186,8 @@ class TimeToData(OncePerRegistry):
             "Time users waited for their data, from the make-available that created (or found) the replication "
             "rule to the first answer of the did route that showed every file available or the rule stuck "
             "(replica mode), or from a download's start to its end (download mode); by Rucio instance, mode and "
-            "outcome (available, stuck, failed; unobserved: nobody looked again within the horizon, counted to "
-            "the last look).",
+            "outcome (available, stuck, failed; refused: the download failed for the user's reason; unobserved: "
+            "nobody looked again within the horizon, counted to the last look).",
             ["rucio_instance", "mode", "outcome"], buckets=BUCKETS, registry=registry,
         )
         self.horizon = DEFAULT_HORIZON_SECONDS
@@ -294,15 +296,18 @@ class TimeToData(OncePerRegistry):
             with self._lock:
                 self._waiting[(instance, DOWNLOAD)] = self._waiting.get((instance, DOWNLOAD), 0) + 1
 
-    def transfer_ended(self, instance: str, direction: str, outcome: str, seconds: float) -> None:
-        """A download ended: ``available`` if it succeeded, else ``failed`` (it failed or was killed)."""
+    def transfer_ended(self, instance: str, direction: str, outcome: str, seconds: float,
+                       fault: str | None = None) -> None:
+        """A download ended: ``available`` if it succeeded, ``refused`` if it failed for the user's reason
+        (``fault``), else ``failed`` (it failed otherwise or was killed)."""
         if direction == DOWNLOAD:
             try:
                 with self._lock:
                     # Never below 0: a download started before these families observed transfers (a later
                     # load turned time to data on) ends here without having been counted.
                     self._waiting[(instance, DOWNLOAD)] = max(self._waiting.get((instance, DOWNLOAD), 0) - 1, 0)
-                self._histogram(instance, DOWNLOAD, AVAILABLE if outcome == SUCCEEDED else FAILED).observe(seconds)
+                ended = AVAILABLE if outcome == SUCCEEDED else REFUSED if fault == USER else FAILED
+                self._histogram(instance, DOWNLOAD, ended).observe(seconds)
             except Exception:
                 self._report("recording a download's end failed")
 

@@ -15,6 +15,13 @@ A child that leaves no result (killed, or dead before it got that far; for
 an upload also one ended by a signal) ended ``killed``. Reading happens once
 per transfer, after the child exited, off the IOLoop; never during a scrape.
 
+Whose fault a failure was (``Result.fault``) follows from its reason, except
+for an upload whose cause nothing tells: upstream catches the failure and
+exits normally, and writes no log (below), or its log names
+``NoFilesUploaded``, which rucio-clients raises whatever kept the file from
+being uploaded (the file exists already, the user's; every storage protocol
+failed, the service's). Such a failure is ``unknown``: judged by no rule.
+
 Whoever can write in the user's home can put anything where these files
 belong, so nothing there is trusted:
 
@@ -43,6 +50,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from .faults import SERVICE, UNKNOWN, USER
+
 SUCCEEDED, FAILED, KILLED = "succeeded", "failed", "killed"
 OUTCOMES = (SUCCEEDED, FAILED, KILLED)
 # The failure reason of a transfer whose child never ran: the spawn failed (upstream still says success).
@@ -54,7 +63,8 @@ OTHER = "other"
 # (no quota, no permission, no such DID or scope, the file exists already, invalid input). A transfer
 # that failed for one of them spends no error budget and raises no alert: it is counted with
 # fault="user", so the shipped rules never name a reason. Every other reason, "other" and "not_started"
-# included, is the service's; a killed transfer is not a failure here (its outcome says killed).
+# included, is the service's, but for an upload whose cause nothing tells (Result.fault: "unknown"); a
+# killed transfer is not a failure here (its outcome says killed).
 USER_REASONS = frozenset({
     "AccessDenied", "AccountNotFound", "CannotAuthenticate", "CannotAuthorize", "DataIdentifierAlreadyExists",
     "DataIdentifierNotFound", "Duplicate", "DuplicateContent", "FileAlreadyExists", "FileReplicaAlreadyExists",
@@ -62,6 +72,10 @@ USER_REASONS = frozenset({
     "InvalidRSEExpression", "InvalidType", "InvalidValueForKey", "NameTypeError", "NoAuthInformation",
     "RSENotFound", "ScopeAccessDenied", "ScopeNotFound", "UnsupportedDIDType",
 })
+
+# rucio-clients' UploadClient raises this when it uploaded none of the files, for any cause (see the module's
+# docstring): on its own it says nothing about whose fault that was.
+NO_FILES_UPLOADED = "NoFilesUploaded"
 
 # At most this much of a result file or upload log is read: a corrupt or huge file cannot stall the reader.
 MAX_READ = 1 << 20
@@ -74,6 +88,17 @@ class Result:
     outcome: str
     reason: str | None = None  # for FAILED only
     bytes: int = 0
+    # For FAILED only: False when what the child left cannot tell whose fault the failure was.
+    cause_known: bool = True
+
+    @property
+    def fault(self) -> str | None:
+        """``user``, ``service`` or ``unknown`` for a failed transfer; None for any other."""
+        if self.outcome != FAILED:
+            return None
+        if not self.cause_known:
+            return UNKNOWN
+        return USER if self.reason in USER_REASONS else SERVICE
 
 
 def rucio_exception_names() -> frozenset[str]:
@@ -161,19 +186,25 @@ def download_result(dest_folder: str, known: frozenset[str]) -> Result:
     return Result(KILLED)
 
 
-def upload_result(job: dict[str, Any] | None, log_folder: str, killed_by_signal: bool, known: frozenset[str]) -> Result:
-    """The outcome of an upload child from its ``FileUploadJob`` row (None: it never wrote one)."""
+def upload_result(job: dict[str, Any] | None, log_folder: str, killed_by_signal: bool, known: frozenset[str],
+                  crashed: bool = False) -> Result:
+    """The outcome of an upload child from its ``FileUploadJob`` row (None: it never wrote one).
+
+    ``crashed``: the child exited with a code above 0, an exception out of upstream's own code.
+    """
     if job is None:
         return Result(KILLED)
     if job.get("uploaded"):
         return Result(SUCCEEDED, bytes=_upload_bytes(job.get("path", "")))
     if killed_by_signal:
         return Result(KILLED)
-    # The child catches the failure, logs it and exits normally. Under ``fork`` in a server whose root
-    # logger has handlers, upstream writes no log file (it only adds its file handler to a logger
-    # without any): the reason is then unknown, ``other``.
+    # The child catches the failure, logs it and exits normally. In a server whose root logger has a
+    # handler (inherited under ``fork``), upstream writes no log file (it adds its file handler only to a
+    # logger tree without any): the reason is then unknown, ``other``, and so is whose fault it was, unless the child
+    # crashed, which is the extension's own failure.
     exception_class = last_exception(_read_text(os.path.join(log_folder, f"{job.get('id')}.log")) or "")
-    return Result(FAILED, reason_label(exception_class, known))
+    reason = reason_label(exception_class, known)
+    return Result(FAILED, reason, cause_known=crashed or reason not in (OTHER, NO_FILES_UPLOADED))
 
 
 def last_exception(log_text: str) -> str | None:

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from tornado.ioloop import IOLoop
 
-from .faults import FAULTS, SERVICE, USER
+from .faults import FAULTS
 from .metrics import OncePerRegistry
 from .outbound import configured_instances
 from .transfer_results import (
@@ -46,7 +46,6 @@ from .transfer_results import (
     KILLED,
     NOT_STARTED,
     OUTCOMES,
-    USER_REASONS,
     Result,
     download_result,
     rucio_exception_names,
@@ -72,7 +71,8 @@ class TransferObserver(Protocol):
 
     def transfer_started(self, instance: str, direction: str) -> None: ...
 
-    def transfer_ended(self, instance: str, direction: str, outcome: str, seconds: float) -> None: ...
+    def transfer_ended(self, instance: str, direction: str, outcome: str, seconds: float,
+                       fault: str | None = None) -> None: ...
 
 
 class TransferMetrics(OncePerRegistry):
@@ -104,8 +104,8 @@ class TransferMetrics(OncePerRegistry):
         self.failures_by_fault = Counter(
             TRANSFER_PREFIX + "_failures_by_fault",
             "Downloads and uploads that failed, by Rucio instance, direction and whose fault: user (Rucio "
-            "refused what the user asked for: no quota, no permission, no such DID, the file exists) or service "
-            "(any other reason).",
+            "refused what the user asked for: no quota, no permission, no such DID, the file exists), service "
+            "(any other reason) or unknown (an upload whose cause nothing tells).",
             [*labels, "fault"], registry=registry,
         )
         self.bytes = Counter(
@@ -140,7 +140,8 @@ class TransferMetrics(OncePerRegistry):
                 self.in_progress.labels(instance, direction)
                 for outcome in OUTCOMES:
                     self.ended.labels(instance, direction, outcome)
-                # At zero, as the inbound service failures are: rate() sees a server's first failure.
+                # At zero, as the inbound service failures are: rate() sees a server's first failure. Not
+                # "unknown": no rule judges it, so a first one unseen by rate() costs nothing.
                 for fault in FAULTS:
                     self.failures_by_fault.labels(instance, direction, fault)
 
@@ -152,16 +153,16 @@ class TransferMetrics(OncePerRegistry):
 
     def end(self, instance: str, direction: str, result: Result, seconds: float) -> None:
         self.ended.labels(instance, direction, result.outcome).inc()
-        if result.outcome == FAILED:
-            reason = result.reason or "other"
-            self.failures.labels(instance, direction, reason).inc()
-            self.failures_by_fault.labels(instance, direction, USER if reason in USER_REASONS else SERVICE).inc()
+        fault = result.fault
+        if fault is not None:
+            self.failures.labels(instance, direction, result.reason or "other").inc()
+            self.failures_by_fault.labels(instance, direction, fault).inc()
         if result.bytes:
             self.bytes.labels(instance, direction).inc(result.bytes)
         self.duration.labels(instance, direction, result.outcome).observe(seconds)
         self.in_progress.labels(instance, direction).dec()
         for observer in self.observers:
-            observer.transfer_ended(instance, direction, result.outcome, seconds)
+            observer.transfer_ended(instance, direction, result.outcome, seconds, fault)
 
 
 @dataclass
@@ -196,7 +197,8 @@ def describe(target: object, args: Sequence[Any], kwargs: dict[str, Any]) -> Tra
         jobs = [dict(j) for j in get_db().get_upload_jobs(namespace) if j.get("pid") == process.pid]
         job = max(jobs, key=lambda j: j.get("id") or 0) if jobs else None
         exitcode = process.exitcode
-        return upload_result(job, LOGFILE_DIR, exitcode is not None and exitcode < 0, known)
+        return upload_result(job, LOGFILE_DIR, exitcode is not None and exitcode < 0, known,
+                             crashed=exitcode is not None and exitcode > 0)
 
     return Transfer(namespace, UPLOAD, read_upload)
 

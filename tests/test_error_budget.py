@@ -6,10 +6,12 @@ Prometheus running the shipped jupyter-server.yml with the shipped rules.
 First a user works and makes the mistakes users make every day, with Rucio
 healthy: a DID that does not exist, a scope that does not exist, an invalid
 RSE expression (upstream answers 500), a wrong password saved and then used
-(401, then 500s). Every error-budget series stays at 0 and no alert's
-condition holds; the users' mistakes are counted apart. Then the Rucio
-server stops and the same work fails: the error-budget series rise and the
-page's condition (``RucioJupyterLabRoutesErrorBudgetBurn``, and the calls'
+(401, then 500s), a certificate path or a search filter refused before any
+request leaves, a malformed DID or body, an upload job that does not exist.
+Every error-budget series stays at 0 and no alert's condition holds; the
+users' mistakes are counted apart. Then the Rucio server stops and the same
+work fails: the error-budget series rise and the page's condition
+(``RucioJupyterLabRoutesErrorBudgetBurn``, and the calls'
 ``RucioJupyterLabRucioErrorBudgetBurn``) is true.
 """
 
@@ -105,11 +107,23 @@ def test_users_mistakes_spend_no_error_budget_and_fire_nothing(hub: Hub) -> None
         hub.get("list-rses", 500, namespace="atlas", expression="SITE_*")  # invalid expression: upstream's 500
         hub.put_auth(401, password="a-wrong-guess")  # Rucio: 401
         hub.get("list-scopes", 500, namespace="atlas")  # with the wrong password stored: upstream's 500
+        # Refused before anything reaches Rucio: a certificate path that does not exist, a search
+        # filter that does not parse; and requests the routes fail on (upstream's 500s): a DID
+        # without ":", a body without "did", an upload job that does not exist.
+        x509 = {"namespace": "atlas", "type": "x509",
+                "params": {"certificate": "/no/such/cert.pem", "key": "/no/such/key.pem"}}
+        assert hub.server.request("PUT", "rucio-jupyterlab/auth", json=x509).status_code == 401
+        hub.get("did-search", 500, namespace="atlas", did="data18:*", filters="junk")
+        hub.get("did", 500, namespace="atlas", did="no-colon")
+        assert hub.server.request("POST", "rucio-jupyterlab/did/make-available", params={"namespace": "atlas"},
+                                  json={"dids": []}).status_code == 500
+        hub.get("upload/jobs/details", 500, namespace="atlas", id="999999")
         hub.put_auth(200)
         hub.prometheus.wait_for_scrapes_after(time.time())
-    # The mistakes are counted, apart: 5 x (404, 404, 500, 401, 500) on the routes, down to the
-    # last rule that reads them (so every rule group has seen all of this traffic).
-    hub.wait_for('sum(rucio_jupyterlab_http_request_failures_total{fault="user"}) == 25')
+    # The mistakes are counted, apart: 5 x (404, 404, 500, 401, 500, 401, 500, 500, 500, 500) on the
+    # routes, down to the last rule that reads them (so every rule group has seen all of this traffic).
+    hub.wait_for('sum(rucio_jupyterlab_http_request_failures_total{fault="user"}) == 50')
+    hub.wait_for('sum(rucio_jupyterlab_rucio_requests_total{outcome="invalid_input"}) == 10')
     hub.wait_for("job:rucio_jupyterlab_http_user_mistakes:rate5m > 0 "
                  "and job:rucio_jupyterlab_rucio_user_mistakes:rate5m > 0")
     hub.prometheus.wait_for_rule_evaluation_after(time.time())

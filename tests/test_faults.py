@@ -23,6 +23,7 @@ from rucio_metrics.faults import (
     carry_context_into,
     fault_of,
     note_rucio_outcome,
+    rejected_input,
     start_request,
 )
 
@@ -51,9 +52,74 @@ def calls(*outcomes: str) -> RucioCalls:
     (500, ("error",), SERVICE),
     (500, ("4xx", "connection_error"), SERVICE),  # a refusal and an outage: the outage counts
     (500, ("connection_error", "4xx"), SERVICE),
+    (500, ("invalid_input",), USER),  # a filter that does not parse: refused before any request left
+    (401, ("invalid_input",), USER),  # a login with a certificate path that does not exist
+    (500, ("invalid_input", "5xx"), SERVICE),
 ])
 def test_fault_of(status: int, outcomes: tuple[str, ...], fault: str | None) -> None:
     assert fault_of(status, calls(*outcomes)) == fault
+
+
+# Code as it runs in a module of rucio-jupyterlab's handlers: what the frames of its exceptions say.
+_HANDLER = """
+import json
+
+def get(did):
+    scope, name = did.split(':')
+
+def post(body):
+    return body['did']
+
+def put(text):
+    return json.loads(text)
+
+def parse(did):
+    scope, name = did.split(':')
+
+def patch(did):
+    return parse(did)
+"""
+
+
+def raised_by(module: str, function: str, *args: object) -> BaseException:
+    namespace: dict[str, object] = {"__name__": module}
+    exec(compile(_HANDLER, f"<{module}>", "exec"), namespace)
+    try:
+        namespace[function](*args)  # type: ignore[operator]
+    except BaseException as error:
+        return error
+    raise AssertionError("nothing raised")
+
+
+@pytest.mark.parametrize(("module", "function", "argument", "rejected"), [
+    ("rucio_jupyterlab.handlers.did_details", "get", "nocolon", True),  # a DID without ":"
+    ("rucio_jupyterlab.handlers.did_browser", "get", "a:b:c", True),  # with two
+    ("rucio_jupyterlab.handlers.did_make_available", "post", {}, True),  # a body without "did"
+    ("rucio_jupyterlab.handlers.did_details", "put", "<html>", False),  # JSONDecodeError, raised by json
+    ("rucio_jupyterlab.handlers.did_details", "parse", "nocolon", False),  # not a verb
+    ("rucio_jupyterlab.handlers.did_details", "patch", "nocolon", False),  # a verb's callee raised it
+    ("rucio_jupyterlab.mode_handlers.replica", "get", "nocolon", False),  # not a handler
+    ("rucio_metrics_tests.elsewhere", "post", {}, False),
+])
+def test_a_route_failing_on_a_malformed_request_is_the_users(
+    module: str, function: str, argument: object, rejected: bool
+) -> None:
+    error = raised_by(module, function, argument)
+    assert rejected_input(error, error.__traceback__) is rejected
+
+
+def test_an_upload_job_id_that_does_not_exist_is_the_users() -> None:
+    # rucio-jupyterlab's own job lookup, on its own database (in the test's HOME): the first row of none.
+    from rucio_jupyterlab.db import get_db
+
+    with pytest.raises(IndexError) as raised:
+        get_db().get_upload_job(999999)
+    assert rejected_input(raised.value, raised.value.__traceback__)
+    # An IndexError anywhere else is not.
+    with pytest.raises(IndexError) as elsewhere:
+        [][0]
+    assert not rejected_input(elsewhere.value, elsewhere.value.__traceback__)
+    assert not rejected_input(IndexError(), None)
 
 
 def test_a_call_outside_any_request_notes_nothing() -> None:

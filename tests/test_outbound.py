@@ -8,6 +8,7 @@ other.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 import subprocess
@@ -17,6 +18,7 @@ import types
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -186,7 +188,7 @@ def test_outcomes_follow_what_rucio_answered(
         (REQUESTS, "atlas", "get_files", "4xx"): 1.0,
         (REQUESTS, "atlas", "get_rses", "connection_error"): 1.0,
         (REQUESTS, "atlas", "get_rules", "connection_error"): 1.0,
-        (REQUESTS, "atlas", "search_did", "error"): 1.0,
+        (REQUESTS, "atlas", "search_did", "invalid_input"): 1.0,  # the user's filter, refused before sending
         (REQUESTS, "atlas", "add_replication_rule", "5xx"): 1.0,
         (DURATION + "_count", "atlas", "authenticate"): 1.0,
         (DURATION + "_count", "atlas", "get_scopes"): 2.0,
@@ -197,6 +199,72 @@ def test_outcomes_follow_what_rucio_answered(
         (DURATION + "_count", "atlas", "add_replication_rule"): 1.0,
     }
     plausible(registry, wall)
+
+
+def test_input_refused_before_any_request_is_the_users_and_the_operators_settings_are_not(
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, wall: Stopwatch, tmp_path: Path
+) -> None:
+    # What the user typed or stored, refused by rucio-jupyterlab's own checks: nothing reaches Rucio.
+    missing = str(tmp_path / "no-such-cert.pem")
+    with pytest.raises(Exception, match="File not found"):
+        api_class(rucio.instance_config("atlas"), "x509", {"certificate": missing, "key": missing}).get_scopes()
+    with pytest.raises(Exception, match="cert_path must be provided"):
+        api_class(rucio.instance_config("cms"), "x509", {"certificate": ""}).get_files(*DATASET)
+    with pytest.raises(Exception, match=r"operator not understood|junk"):
+        client(api_class, rucio, instance="lhcb").search_did("data18", "*", filters="junk")
+    assert rucio.requests() == []  # the filter is parsed before the login
+    # The operator's CA bundle where there is none (rucio_ca_cert): requests' plain OSError, the
+    # service's, through either login. Nothing listens on port 9: the bundle is looked for first.
+    bundle = {"rucio_base_url": "https://127.0.0.1:9", "rucio_auth_url": "https://127.0.0.1:9",
+              "rucio_ca_cert": str(tmp_path / "no-such-bundle.pem")}
+    cert = tmp_path / "cert.pem"
+    cert.write_text("a certificate the user saved")
+    with pytest.raises(Exception, match="CA certificate bundle"):
+        api_class({**rucio.instance_config("ops"), **bundle}, "userpass", USERPASS).get_scopes()
+    with pytest.raises(Exception, match="CA certificate bundle"):
+        api_class({**rucio.instance_config("ops"), **bundle}, "x509",
+                  {"certificate": str(cert), "key": str(cert)}).get_rses()
+
+    assert series(registry) == {
+        (REQUESTS, "atlas", "authenticate", "invalid_input"): 1.0,
+        (REQUESTS, "atlas", "get_scopes", "invalid_input"): 1.0,
+        (REQUESTS, "cms", "authenticate", "invalid_input"): 1.0,
+        (REQUESTS, "cms", "get_files", "invalid_input"): 1.0,
+        (REQUESTS, "lhcb", "search_did", "invalid_input"): 1.0,
+        (REQUESTS, "ops", "authenticate", "error"): 2.0,
+        (REQUESTS, "ops", "get_scopes", "error"): 1.0,
+        (REQUESTS, "ops", "get_rses", "error"): 1.0,
+        (DURATION + "_count", "atlas", "authenticate"): 1.0,
+        (DURATION + "_count", "atlas", "get_scopes"): 1.0,
+        (DURATION + "_count", "cms", "authenticate"): 1.0,
+        (DURATION + "_count", "cms", "get_files"): 1.0,
+        (DURATION + "_count", "lhcb", "search_did"): 1.0,
+        (DURATION + "_count", "ops", "authenticate"): 2.0,
+        (DURATION + "_count", "ops", "get_scopes"): 1.0,
+        (DURATION + "_count", "ops", "get_rses"): 1.0,
+    }
+    plausible(registry, wall)
+
+
+@pytest.mark.parametrize(("exception_class", "status", "outcome"), [
+    ("DuplicateRule", 409, "4xx"),
+    ("InvalidRSEExpression", 400, "4xx"),
+    # Raised where Rucio's REST layer does not catch it, so answered with its generic 500: a refusal.
+    ("AccessDenied", 500, "4xx"),
+    ("RucioException", 500, "5xx"),
+    ("DatabaseException", 500, "5xx"),
+    ("ReplicationRuleCreationTemporaryFailed", 500, "error"),
+])
+def test_a_rules_outcome_follows_rucios_exception_class(
+    api_class: type, rucio: RucioStandIn, registry: CollectorRegistry, exception_class: str, status: int,
+    outcome: str,
+) -> None:
+    rucio.fail("POST /rules/", status, times=1, exception_class=exception_class)
+    answer = client(api_class, rucio).add_replication_rule([{"scope": "data18", "name": "AOD.dataset"}], 1,
+                                                           "SITE_DISK")
+    assert answer["ExceptionClass"] == exception_class
+    assert {k: v for k, v in series(registry).items() if k[0] == REQUESTS and k[2] == "add_replication_rule"} \
+        == {(REQUESTS, "atlas", "add_replication_rule", outcome): 1.0}
 
 
 def test_a_failed_token_request_fails_the_call_that_needed_it(
@@ -266,6 +334,8 @@ def test_a_timeout_is_told_apart_from_a_refused_connection(
         (requests.ConnectionError(), "connection_error"),
         (requests.exceptions.SSLError(), "connection_error"),
         (ValueError("bad JSON"), "error"),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), "error"),  # Rucio's answer could not be parsed
+        (FileNotFoundError(2, "No such file"), "error"),  # not raised by one of rucio-jupyterlab's input checks
     ],
 )
 def test_outcome_of_a_wrapped_exception(rucio_api_class: type, error: Exception, outcome: str) -> None:

@@ -93,7 +93,8 @@ def test_every_known_upstream_issue_names_tests_that_show_its_series():
     rows = [row for row in re.findall(r"^\| (.+) \|$", section, re.M) if "test_" in row]
     assert len(rows) == 11
     sources = "".join((REPO / "tests" / name).read_text()
-                      for name in ("test_rucio_routes.py", "test_rucio_faults.py", "test_transfers.py"))
+                      for name in ("test_rucio_routes.py", "test_rucio_faults.py", "test_transfers.py",
+                                   "test_transfer_results.py"))
     for row in rows:
         tests = re.findall(r"`(test_\w+)`", row.rsplit(" | ", 1)[1])
         assert tests, row

@@ -133,7 +133,7 @@ def rj(server: JupyterServerProcess, rucio: RucioServer) -> Iterator[RucioSessio
     """A session whose Rucio tokens are cached, so each test sees only its own calls.
 
     After the test: every call in Rucio's access log is counted once, under its
-    operation and status class (calls that got no answer are not in that log).
+    operation and status class (calls that got no answer, or never left, are not in that log).
     """
     for route, namespace in (("list-scopes", "atlas"), ("list-rses", "cms")):
         assert server.request("GET", f"rucio-jupyterlab/{route}", params={"namespace": namespace}).ok
@@ -142,7 +142,7 @@ def rj(server: JupyterServerProcess, rucio: RucioServer) -> Iterator[RucioSessio
     logged = [e for e in session.rucio_log()
               if not any(re.fullmatch(pattern, e[1]) for pattern in session.not_from_rucio_api)]
     counted = {call: n for call, n in outbound_calls(session.changes()).items()
-               if call[1] not in ("connection_error", "timeout")}
+               if call[1] not in ("connection_error", "timeout", "invalid_input")}  # none reached Rucio
     assert counted == dict(logged_calls(logged))
 
 
@@ -454,8 +454,34 @@ def test_rucio_stopped(rj: RucioSession) -> None:
 
 
 def test_upload_job_details_of_an_unknown_job_hits_the_upstream_bug(rj: RucioSession) -> None:
+    # Upstream answers 500 to a job id that does not exist: the client's mistake all the same.
     assert rj.call("GET", "upload/jobs/details", namespace="atlas", id="999999").status_code == 500
-    assert rj.changes() == inbound("GET", "upload/jobs/details", 500, exception="IndexError", fault="service")
+    assert rj.changes() == inbound("GET", "upload/jobs/details", 500, exception="IndexError", fault="user")
+
+
+def test_input_refused_before_it_reaches_rucio_is_the_users(rj: RucioSession, tmp_path: Path) -> None:
+    # A DID without exactly one ":" and a body without "did": the routes raise, upstream answers 500.
+    assert rj.call("GET", "did", namespace="atlas", did="no-colon").status_code == 500
+    assert rj.call("POST", "did/make-available", namespace="atlas", json={"dids": []}).status_code == 500
+    # A search filter rucio-jupyterlab's own parser refuses: no request leaves.
+    assert rj.call("GET", "did-search", namespace="atlas", did="data18:*", filters="junk").status_code == 500
+    # An x509 login with a certificate path that does not exist: refused before any request too.
+    missing = str(tmp_path / "no-such-cert.pem")
+    x509 = {"namespace": "atlas", "type": "x509", "params": {"certificate": missing, "key": missing}}
+    try:
+        assert rj.call("PUT", "auth", json=x509).status_code == 401
+    finally:
+        assert rj.call("PUT", "auth", json=rj.rucio.userpass_credentials("atlas")).ok
+    assert rj.changes() == expect(
+        inbound("GET", "did", 500, exception="ValueError", fault="user"),
+        inbound("POST", "did/make-available", 500, exception="KeyError", fault="user"),
+        inbound("GET", "did-search", 500, fault="user"),
+        outbound("atlas", "search_did", "invalid_input"),
+        inbound("PUT", "auth", 401, fault="user"),
+        outbound("atlas", "authenticate", "invalid_input"),
+        inbound("PUT", "auth", 200),
+        outbound("atlas", "authenticate"),
+    )
 
 
 def test_concurrent_requests_are_counted_exactly(rj: RucioSession) -> None:

@@ -51,8 +51,9 @@ INTENDED: dict[str, tuple[str, list[tuple[str, str]]]] = {
           "rate(rucio_jupyterlab_http_request_duration_seconds_count[5m])")],
     ),
     "job_rucio_instance_operation:rucio_jupyterlab_rucio_request_errors:ratio_rate5m": (
-        "any outcome but 2xx and 4xx, not any but 2xx: a 4xx is Rucio refusing what the user asked for",
-        [('{outcome!="2xx"}', '{outcome!~"2xx|4xx"}')],
+        "the service's outcomes (5xx, timeout, connection_error, error), not any but 2xx: a 4xx is Rucio "
+        "refusing what the user asked for, invalid_input the user's input refused before any request left",
+        [('{outcome!="2xx"}', '{outcome=~"5xx|timeout|connection_error|error"}')],
     ),
     "job_rucio_instance_direction:rucio_jupyterlab_transfer_failures:ratio_rate1h": (
         "killed, or failed for a reason that is not the user's (rucio_jupyterlab_transfer_failures_by_fault_total"

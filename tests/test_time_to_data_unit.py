@@ -126,6 +126,8 @@ def test_verdict_of_an_answer(files: Any, expected: str | None) -> None:
     ({"ExceptionClass": "DuplicateRule", "ExceptionMessage": "exists"}, RULE_EXISTS),
     ({"ExceptionClass": "DataIdentifierNotFound"}, REFUSED),
     ({"ExceptionClass": "InsufficientAccountLimit"}, REFUSED),
+    # The account may not create that rule: Rucio answers its generic 500, a refusal all the same.
+    ({"ExceptionClass": "AccessDenied", "ExceptionMessage": "Account alice can not add replication rule"}, REFUSED),
     ({"ExceptionClass": "ReplicationRuleCreationTemporaryFailed"}, FAILED),  # Rucio failing, not the user
     ({"ExceptionClass": "DatabaseException"}, FAILED),
     ({"unexpected": "shape"}, FAILED),
@@ -332,10 +334,14 @@ def test_a_download_is_download_modes_wait() -> None:
     transfers.end("cms", "download", Result(TRANSFER_FAILED, "NoFilesDownloaded"), 3.0)
     transfers.start("cms", "download")
     transfers.end("cms", "download", Result(KILLED), 1.0)
+    # Rucio refused what the user asked for: their wait ended, but no objective judges it.
+    transfers.start("cms", "download")
+    transfers.end("cms", "download", Result(TRANSFER_FAILED, "DataIdentifierNotFound"), 2.0)
     transfers.start("cms", UPLOAD)  # an upload is nobody's wait for data
     transfers.end("cms", UPLOAD, Result(SUCCEEDED), 1.0)
     assert r.waited(AVAILABLE, "cms", DOWNLOAD) == (1, 12.5)
     assert r.waited(FAILED, "cms", DOWNLOAD) == (2, 4.0)
+    assert r.waited(REFUSED, "cms", DOWNLOAD) == (1, 2.0)
     assert r.waiting("cms", DOWNLOAD) == 0
     assert r.registry.get_sample_value(WAITS, {"rucio_instance": "cms", "mode": UPLOAD}) is None
 

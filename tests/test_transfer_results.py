@@ -68,13 +68,30 @@ def test_upload_results_from_the_job_row_and_its_log(tmp_path: Path) -> None:
     uploaded = {"id": 1, "path": str(data), "uploaded": True}
     assert upload_result(uploaded, str(tmp_path), False, KNOWN) == Result(SUCCEEDED, bytes=777)
     failed = {"id": 2, "path": str(data), "uploaded": False}
-    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, OTHER)  # no log: reason unknown
+    # No log (upstream writes none under fork): neither the reason nor whose fault it was is known.
+    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, OTHER, cause_known=False)
+    assert upload_result(failed, str(tmp_path), False, KNOWN).fault == "unknown"
+    # A child that exited with an exception out of upstream's own code: the extension's failure.
+    assert upload_result(failed, str(tmp_path), False, KNOWN, crashed=True).fault == "service"
     assert upload_result(failed, str(tmp_path), True, KNOWN) == Result(KILLED)  # ended by a signal
     (tmp_path / "2.log").write_text(
         "Upload failed\nTraceback (most recent call last):\n  File \"x.py\", line 1, in upload\n"
         "rucio.common.exception.InsufficientAccountLimit: There is not enough quota left.\n"
     )
     assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, "InsufficientAccountLimit")
+    assert upload_result(failed, str(tmp_path), False, KNOWN).fault == "user"
+    (tmp_path / "2.log").write_text(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in upload\n"
+        "rucio.common.exception.ServiceUnavailable: The service is unavailable.\n"
+    )
+    assert upload_result(failed, str(tmp_path), False, KNOWN).fault == "service"
+    # rucio-clients raises NoFilesUploaded for any cause (the file exists already, every protocol failed).
+    (tmp_path / "2.log").write_text(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in upload\n"
+        "rucio.common.exception.NoFilesUploaded: None of the given files have been uploaded.\n"
+    )
+    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, "NoFilesUploaded", cause_known=False)
+    assert upload_result(failed, str(tmp_path), False, KNOWN).fault == "unknown"
 
 
 def test_the_last_exception_of_a_chained_traceback_is_the_one_raised() -> None:
@@ -100,7 +117,18 @@ def test_a_last_exception_line_without_a_message_is_the_one_raised(tmp_path: Pat
     assert last_exception(log) == "SystemExit"
     (tmp_path / "4.log").write_text(log)
     failed = {"id": 4, "path": str(tmp_path / "up.txt"), "uploaded": False}
-    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, OTHER)
+    assert upload_result(failed, str(tmp_path), False, KNOWN) == Result(FAILED, OTHER, cause_known=False)
+
+
+def test_a_download_failure_always_knows_whose_fault_it_was(tmp_path: Path) -> None:
+    (tmp_path / "error.json").write_text(json.dumps({"exception_class": "NoFilesDownloaded"}))
+    assert download_result(str(tmp_path), KNOWN).fault == "service"
+    (tmp_path / "error.json").write_text(json.dumps({"exception_class": "DataIdentifierNotFound"}))
+    assert download_result(str(tmp_path), KNOWN).fault == "user"
+    (tmp_path / "error.json").write_text("{not json")
+    assert download_result(str(tmp_path), KNOWN).fault == "service"
+    assert Result(KILLED).fault is None
+    assert Result(SUCCEEDED).fault is None
 
 
 def finished_download(folder: Path, paths: dict[str, str]) -> Path:
@@ -185,7 +213,7 @@ def test_result_files_that_are_not_regular_files_are_not_read(tmp_path: Path) ->
     failed = {"id": 3, "path": str(tmp_path / "up.txt"), "uploaded": False}
     os.mkfifo(tmp_path / "3.log")
     assert answered_promptly(lambda: upload_result(failed, str(tmp_path), False, KNOWN), tmp_path / "3.log") \
-        == Result(FAILED, OTHER)
+        == Result(FAILED, OTHER, cause_known=False)
 
 
 def test_an_uploads_bytes_are_its_regular_files_size_through_a_symlink(tmp_path: Path) -> None:

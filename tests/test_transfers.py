@@ -223,22 +223,24 @@ def test_an_upload_that_succeeds_is_in_rucio_with_its_size(transfers: Transfers)
 
 
 def test_an_upload_to_an_rse_without_quota_fails(transfers: Transfers) -> None:
+    # Rucio holds an admin account to no quota, and the seed makes the user one (for an upload's last
+    # step, which a rule refused never reaches).
     transfers.rucio.set_limit("SITE_SCRATCHDISK", 0)
+    transfers.rucio.set_admin(False)
     try:
         name = f"noquota-{transfers.method}.txt"
         before = transfers.samples()
         path = transfers.upload(name, b"q" * 500, "SITE_SCRATCHDISK")
         after = transfers.wait_until_ended(before, "upload")
     finally:
+        transfers.rucio.set_admin(True)
         transfers.rucio.set_limit("SITE_SCRATCHDISK", 10**12)
     job = transfers.upload_job(path)
     assert job["status"] == "FAILED"
     log = transfers.server.request("GET", f"rucio-jupyterlab/upload/jobs/log?namespace={NAMESPACE}&id={job['id']}")
-    # Upstream bug: the child adds its log file's handler only to a logger tree without any handler,
-    # and the root logger has one by then (inherited, or set up by rucio-clients' import), so no
-    # failed upload has a log: the UI says "Logfile does not exist" and the reason is unknown.
-    assert log.status_code == 404
-    assert transfers.changes(before, after) == ended("upload", "failed", "other")
+    # The child's log names Rucio's refusal: the user's reason, which spends no budget.
+    assert log.status_code == 200 and "InsufficientAccountLimit" in log.text
+    assert transfers.changes(before, after) == ended("upload", "failed", "InsufficientAccountLimit", fault="user")
 
 
 def test_an_upload_child_killed_with_sigkill_after_writing_its_job_ends_killed(transfers: Transfers) -> None:
@@ -449,6 +451,8 @@ def test_after_a_second_load_on_another_registry_transfers_count_there(monkeypat
     (Result("failed", "other"), "service"),
     (Result("failed", "not_started"), "service"),
     (Result("failed"), "service"),
+    (Result("failed", "other", cause_known=False), "unknown"),  # an upload that left no log
+    (Result("failed", "NoFilesUploaded", cause_known=False), "unknown"),
     (Result("killed"), None),
     (Result("succeeded", bytes=10), None),
 ])
@@ -461,7 +465,13 @@ def test_a_failed_transfer_counts_once_by_whose_fault_it_was(result: Result, fau
     counted = {
         (each, direction): registry.get_sample_value("rucio_jupyterlab_transfer_failures_by_fault_total",
                                         {"rucio_instance": NAMESPACE, "direction": direction, "fault": each})
-        for each in ("user", "service") for direction in ("upload", "download")
+        for each in ("user", "service", "unknown") for direction in ("upload", "download")
     }
-    assert counted == {(each, direction): 1.0 if (each, direction) == (fault, "upload") else 0.0
-                       for each in ("user", "service") for direction in ("upload", "download")}
+    # user and service exist at 0 from the start; unknown only once counted.
+    assert counted == {(each, direction): 1.0 if (each, direction) == (fault, "upload")
+                       else None if each == "unknown" else 0.0
+                       for each in ("user", "service", "unknown") for direction in ("upload", "download")}
+    failed = registry.get_sample_value("rucio_jupyterlab_transfer_failures_total",
+                                       {"rucio_instance": NAMESPACE, "direction": "upload",
+                                        "reason": result.reason or "other"})
+    assert failed == (1.0 if fault else None)

@@ -159,6 +159,10 @@ class RucioServer(ChildProcess):
         """Set the user account's quota on ``rse``, in bytes."""
         self._set_up(rucio_python(), "set-limit", rse, str(size))
 
+    def set_admin(self, admin: bool) -> None:
+        """Give the user account the ``admin`` attribute (the seed does), or take it: Rucio holds admins to no quota."""
+        self._set_up(rucio_python(), "set-admin", "yes" if admin else "no")
+
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # Rucio's venv, nothing else
         return {**env, "RUCIO_CONFIG": str(self.config_path), **extra}

@@ -9,7 +9,8 @@ finished transfer would (no Rucio daemons run); ``fail-transfer RSE
 SCOPE:NAME...`` marks them unavailable, as a failed one would (their rules get
 STUCK); ``add-file RSE SCOPE:NAME BYTES
 ADLER32 MD5`` registers a file with a replica on RSE (its content is the
-caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there; ``did-bytes
+caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there; ``set-admin yes|no`` gives the user
+account the ``admin`` attribute or takes it (Rucio holds an admin to no quota); ``did-bytes
 SCOPE:NAME`` prints the size Rucio holds for a file (-1: unknown). The user
 account's password comes in ``RUCIO_USER_PASSWORD``, never on the command line.
 
@@ -148,9 +149,19 @@ def set_limit(rse: str, size: str) -> None:
     Client().set_local_account_limit(ACCOUNT, rse, int(size))
 
 
+def set_admin(admin: str) -> None:
+    from rucio.client import Client
+
+    # Rucio ignores an admin's quotas: only a user account without the attribute is held to one.
+    if admin == "yes":
+        Client().add_account_attribute(ACCOUNT, "admin", "True")
+    else:
+        Client().delete_account_attribute(ACCOUNT, "admin")
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer,
              "fail-transfer": fail_transfer, "add-file": add_file,
-             "did-bytes": did_bytes, "set-limit": set_limit}
+             "did-bytes": did_bytes, "set-limit": set_limit, "set-admin": set_admin}
     steps[command](*args)

@@ -85,6 +85,7 @@ class _Knob:
     seconds: float = 0.0
     status: int = 500
     times: int | None = None  # None: every matching request
+    exception_class: str = "RucioException"  # of a "fail"
 
     def take(self) -> bool:
         """Whether this knob applies to one more request (and count it)."""
@@ -140,7 +141,7 @@ class _RucioHandler(tornado.web.RequestHandler):
                 stream.close()
                 raise tornado.web.Finish()
             if knob.action == "fail":
-                raise RucioError(knob.status, "RucioException", f"injected failure {knob.status}")
+                raise RucioError(knob.status, knob.exception_class, f"injected failure {knob.status}")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
@@ -349,9 +350,10 @@ class RucioStandIn:
         """Answer requests matching ``pattern`` (regex on ``"GET /scopes/"``) ``seconds`` later."""
         self._add(_Knob(re.compile(pattern), "delay", seconds=seconds, times=times))
 
-    def fail(self, pattern: str, status: int = 500, times: int | None = None) -> None:
-        """Answer matching requests with ``status`` and a Rucio error body."""
-        self._add(_Knob(re.compile(pattern), "fail", status=status, times=times))
+    def fail(self, pattern: str, status: int = 500, times: int | None = None,
+             exception_class: str = "RucioException") -> None:
+        """Answer matching requests with ``status`` and a Rucio error body naming ``exception_class``."""
+        self._add(_Knob(re.compile(pattern), "fail", status=status, times=times, exception_class=exception_class))
 
     def drop(self, pattern: str, times: int | None = None) -> None:
         """Close the connection of matching requests without answering."""
