@@ -14,7 +14,7 @@ from .servers.jupyter_server_process import REPO, TOKEN
 
 sys.path.insert(0, str(REPO))  # benchmarks/ sits beside the package, it is not installed
 
-from benchmarks import fleet, hot_path, run, scrape, time_to_data, transfers
+from benchmarks import fleet, fleet_sharded, hot_path, run, scrape, time_to_data, transfers
 
 ROUTE = {"handler": "/rucio-jupyterlab/instances", "method": "GET"}
 
@@ -134,3 +134,15 @@ def test_the_quick_fleet_report_prints_budget_fleet_and_remote_write(capsys):
     shipped = re.search(r"Prometheus holds ([\d,]+) series, VictoriaMetrics received ([\d,]+)", report)
     assert shipped and int(shipped.group(2).replace(",", "")) < int(shipped.group(1).replace(",", ""))
     assert "`rucio_jupyterlab_http_requests_total`" not in report.split("### Remote write")[1]
+
+
+def test_the_quick_sharded_report_measures_every_part_and_the_rules(capsys):
+    assert fleet_sharded.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for part in ("agent 0", "agent 1", "VictoriaMetrics", "vmalert"):
+        assert re.search(rf"^\| 2 s \| {part} \| \d+ \| [1-9]\d* \|$", out, re.M), part
+    # Every target's series reached the store, the rules ran without an error.
+    [row] = re.findall(r"^\| 2 s \| (\d+) \| (\d+) \| \d+% \| (\d+) \| (\d+) \| (\d+) \|$", out, re.M)
+    series, rules_ms, errors, _missed, evaluations = map(int, row)
+    assert series > 6 * 200 and rules_ms > 0 and errors == 0 and evaluations > 0
+    assert re.search(r"^Largest series set one selector reads: `rucio_jupyterlab_\w+`, \d+ series a server", out, re.M)
