@@ -45,43 +45,11 @@ from tests.support.route_samples import (
     expect,
     inbound,
     key,
+    logged_calls,
     logged_in_server,
     outbound,
     outbound_calls,
 )
-
-# What each RucioAPI method asks Rucio, as Rucio's access log shows it.
-OPERATION_OF_REQUEST = [
-    ("authenticate", "GET", r"/auth/userpass"),
-    ("get_scopes", "GET", r"/scopes/"),
-    ("get_rses", "GET", r"/rses/?(\?.*)?"),
-    ("search_did", "GET", r"/dids/[^/]+/dids/search\?.*"),
-    ("get_metadata", "GET", r"/dids/[^/]+/.+/meta"),
-    ("get_files", "GET", r"/dids/[^/]+/.+/files"),
-    ("get_parents", "GET", r"/dids/[^/]+/.+/parents"),
-    ("get_rules", "GET", r"/dids/[^/]+/.+/rules"),
-    ("get_rule_details", "GET", r"/rules/\w+"),
-    ("get_replicas", "GET", r"/replicas/[^/]+/.+"),
-    ("add_replication_rule", "POST", r"/rules/"),
-]
-
-
-def logged_calls(entries: list[tuple[str, str, int]]) -> Counter[tuple[str, str]]:
-    """``(operation, outcome)`` of the calls in Rucio's access log, as rucio_metrics should count them.
-
-    A ``3xx`` is a redirect that ``requests`` follows inside the same call: the
-    call is counted where it lands. ``add_replication_rule`` returns Rucio's
-    error answer instead of raising: its ``4xx`` or ``5xx`` is an ``error``.
-    """
-    calls: Counter[tuple[str, str]] = Counter()
-    for method, path, status in entries:
-        if 300 <= status < 400:
-            continue
-        operation = next((op for op, m, pattern in OPERATION_OF_REQUEST
-                          if m == method and re.fullmatch(pattern, path)), f"{method} {path}")
-        outcome = f"{status // 100}xx"
-        calls[(operation, outcome)] += 1
-    return calls
 
 
 @pytest.fixture(scope="module")

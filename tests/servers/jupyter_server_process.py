@@ -2,7 +2,8 @@
 
 Test equipment (also used by the demo): it gives the server a temporary HOME
 (rucio-jupyterlab keeps its cache database there) and config folder, and
-enables rucio-jupyterlab and rucio_metrics there.
+enables rucio-jupyterlab and rucio_metrics there (and JupyterLab with
+``lab=True``: the Rucio panel, served to a browser at ``lab_url()``).
 
     with JupyterServerProcess(base_url="/user/alice/") as server:
         server.request("GET", "rucio-jupyterlab/instances")
@@ -61,6 +62,7 @@ class JupyterServerProcess(ChildProcess):
         python: str | None = None,
         metrics_listener: bool = False,
         python_config: str = "",
+        lab: bool = False,
     ) -> None:
         super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
@@ -77,6 +79,11 @@ class JupyterServerProcess(ChildProcess):
         if metrics_listener:
             config["RucioMetrics"] = {"metrics_port": self.metrics_port,
                                       "metrics_token_file": str(self.metrics_token_file)}
+        self.lab = lab
+        if lab:
+            config["ServerApp"]["jpserver_extensions"]["jupyterlab"] = True
+            # JupyterLab's news feed and update check are fetched from outside by the server: off.
+            config["LabApp"] = {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}
         for section, values in (extra_config or {}).items():
             config.setdefault(section, {}).update(values)
         self.config = config
@@ -99,6 +106,13 @@ class JupyterServerProcess(ChildProcess):
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(self.config, indent=2))
         if self.python_config:
             (config_dir / "jupyter_server_config.py").write_text(self.python_config)
+        if self.lab:
+            # The user's answer to JupyterLab's "get notified about news?" (no): its notice covers the page.
+            settings = config_dir / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+            settings.mkdir(parents=True, exist_ok=True)
+            (settings / "notification.jupyterlab-settings").write_text(
+                json.dumps({"fetchNews": "false", "checkForUpdates": False})
+            )
         self.metrics_token_file.write_text(METRICS_TOKEN + "\n")
         self.metrics_token_file.chmod(0o600)  # as the docs' recipe makes it
         env = {
@@ -133,6 +147,10 @@ class JupyterServerProcess(ChildProcess):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_url}{path.lstrip('/')}"
+
+    def lab_url(self) -> str:
+        """JupyterLab's page (``lab=True``), logging the browser in with the token."""
+        return self.url(f"lab?token={TOKEN}")
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """A request with the token, to ``path`` relative to base_url."""

@@ -19,13 +19,16 @@ the transfer, ``fail_transfer`` its failure). Passwords are made up per server a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import re
 import secrets
+import signal
 import subprocess
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +114,17 @@ class RucioServer(ChildProcess):
     def halt(self) -> None:
         """Stop the REST server but keep its folder and database: ``serve()`` brings it back."""
         self.terminate()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The REST server answers nothing while the block runs (SIGSTOP): calls to it wait, as on a slow
+        Rucio; then it answers them all (SIGCONT)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def storage(self, rse: str) -> Path:
         """The folder of an RSE's files (its posix protocol's prefix)."""
