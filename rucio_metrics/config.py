@@ -11,6 +11,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Integer, List, TraitError, U
 from traitlets.config import Config, Configurable
 
 from .buckets import DEFAULT_BUCKETS, histogram_bounds
+from .time_to_data import DEFAULT_HORIZON_SECONDS, DEFAULT_MAX_WAITS
 
 __all__ = ["DEFAULT_BUCKETS", "RucioMetrics", "load_options"]
 
@@ -92,7 +93,7 @@ class RucioMetrics(Configurable):
     ).tag(config=True)
 
     time_to_data_horizon_seconds = Float(
-        3600.0,
+        DEFAULT_HORIZON_SECONDS,
         min=1.0,
         help="""A wait for data (replica mode) that nobody looked at again for this many seconds ends with
         the outcome "unobserved", counted to its last look: the user closed the panel or left. Waits are
@@ -101,7 +102,7 @@ class RucioMetrics(Configurable):
     ).tag(config=True)
 
     time_to_data_max_waits = Integer(
-        10000,
+        DEFAULT_MAX_WAITS,
         min=1,
         help="""Waits for data (replica mode) tracked at once, at most (each holds its DID and two times,
         well under 1 KiB). Over it the wait looked at least recently is dropped, unended, and counted in

@@ -33,14 +33,14 @@ from tornado.httputil import HTTPServerRequest
 from tornado.iostream import IOStream
 from tornado.web import Application, HTTPError, RequestHandler
 
-from .faults import INVALID_INPUT, RucioCalls, fault_of, rejected_input, start_request
+from .faults import CLIENT_CLOSED_REQUEST, INVALID_INPUT, RucioCalls, fault_of, rejected_input, start_request
 from .metrics import MethodMetrics, Metrics, RouteMetrics
 from .routes import rules_under
 
 log = logging.getLogger("rucio_metrics")
 
-# nginx's code for "client closed the request before the response was sent".
-CLIENT_CLOSED_REQUEST = "499"
+# The status label of a request whose client went away (faults.CLIENT_CLOSED_REQUEST, nginx's code).
+_CLIENT_CLOSED = str(CLIENT_CLOSED_REQUEST)
 
 
 class InstrumentedHandler(RequestHandler):
@@ -85,7 +85,7 @@ class InstrumentedHandler(RequestHandler):
             super().on_connection_close()
         finally:
             if not self._finished:
-                self._rucio_metrics_end(CLIENT_CLOSED_REQUEST)
+                self._rucio_metrics_end(_CLIENT_CLOSED)
 
     def detach(self) -> IOStream:
         try:
@@ -116,7 +116,8 @@ class InstrumentedHandler(RequestHandler):
         try:
             calls = self._rucio_metrics_rucio_calls
             # Statuses are three digits, so text order is number order: no int() for the many successes.
-            fault = None if calls is None or status_code < "400" else fault_of(int(status_code), calls)
+            # No record (starting one failed): judged by the status alone, as a request with no Rucio call.
+            fault = None if status_code < "400" else fault_of(int(status_code), calls or RucioCalls())
             # Both ends are on the monotonic clock and start is never later
             # than __init__, so the difference cannot be negative.
             call.finished(status_code, time.perf_counter() - self._rucio_metrics_start, fault)

@@ -37,7 +37,6 @@ import logging
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 
 from .faults import INVALID_INPUT, carry_context_into, note_rucio_outcome, raised_at
 from .metrics import OncePerRegistry
+from .sinks import Sink, Sinks
 
 OUTBOUND_PREFIX = "rucio_jupyterlab_rucio_"
 
@@ -110,7 +110,8 @@ RULE_REFUSALS = frozenset({
 RULE_TEMPORARY_FAILURE = "ReplicationRuleCreationTemporaryFailed"
 
 
-def _rule_outcome(result: object) -> str:
+def rule_call_outcome(result: object) -> str:
+    """The outcome of ``add_replication_rule`` from what it returned (Rucio's answer, or its error body)."""
     if isinstance(result, list):
         return "2xx"
     exception_class = result.get("ExceptionClass") if isinstance(result, dict) else None
@@ -120,7 +121,7 @@ def _rule_outcome(result: object) -> str:
 
 
 # Operations whose return value, not an exception, tells how Rucio answered.
-_RESULT_OUTCOMES: dict[str, Callable[[object], str]] = {"add_replication_rule": _rule_outcome}
+_RESULT_OUTCOMES: dict[str, Callable[[object], str]] = {"add_replication_rule": rule_call_outcome}
 
 
 class OperationMetrics:
@@ -257,15 +258,7 @@ def _chain(error: BaseException) -> Iterable[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
-class _Sink:
-    """Where the wrappers of one class record; re-instrumenting only moves it."""
-
-    def __init__(self, metrics: OutboundMetrics) -> None:
-        self.metrics = metrics
-
-
-_sinks: weakref.WeakKeyDictionary[type, _Sink] = weakref.WeakKeyDictionary()
-_sinks_lock = threading.Lock()
+_sinks: Sinks[OutboundMetrics] = Sinks()
 _reported = threading.Event()
 
 
@@ -281,11 +274,8 @@ def instrument_rucio_api(
     """
     wrapped: list[str] = []
     missing: list[str] = []
-    with _sinks_lock:
-        sink = _sinks.get(api_class)
-        if sink is None:
-            sink = _sinks[api_class] = _Sink(metrics)
-        sink.metrics = metrics
+    with _sinks.lock:
+        sink = _sinks.moved_to(api_class, metrics)
         for operation in operations:
             function = inspect.getattr_static(api_class, operation, None)
             if getattr(function, _MARK, None) is not None:
@@ -298,7 +288,7 @@ def instrument_rucio_api(
     return wrapped, missing
 
 
-def _measured(function: Callable[..., Any], operation: str, sink: _Sink) -> Callable[..., Any]:
+def _measured(function: Callable[..., Any], operation: str, sink: Sink[OutboundMetrics]) -> Callable[..., Any]:
     outcome_of_result = _RESULT_OUTCOMES.get(operation)
 
     @functools.wraps(function)
@@ -316,12 +306,13 @@ def _measured(function: Callable[..., Any], operation: str, sink: _Sink) -> Call
     return measured
 
 
-def _record(sink: _Sink, api: object, operation: str, outcome: str | BaseException, start: float) -> None:
+def _record(sink: Sink[OutboundMetrics], api: object, operation: str, outcome: str | BaseException,
+            start: float) -> None:
     # Never lets a recording failure change what the Rucio call returned or raised.
     try:
         seconds = time.perf_counter() - start
         label = outcome if isinstance(outcome, str) else outcome_of(outcome)
-        sink.metrics.operation(instance_label(api), operation).observe(label, seconds)
+        sink.target.operation(instance_label(api), operation).observe(label, seconds)
         note_rucio_outcome(label)
     except Exception:
         if not _reported.is_set():
@@ -355,14 +346,19 @@ def blame_rucio_calls(server_log: logging.Logger) -> None:
         )
 
 
-def configured_instances(config: Mapping[str, Any]) -> list[str]:
-    """Names of the Rucio instances in the server's ``c.RucioConfig.instances``."""
+def configured_instance_settings(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, settings) of each named Rucio instance in the server's ``c.RucioConfig.instances``."""
     section = config.get("RucioConfig") or {}
     instances = section.get("instances") if isinstance(section, Mapping) else None
     if not isinstance(instances, (list, tuple)):
         return []
-    names = (i.get("name") for i in instances if isinstance(i, Mapping))
-    return [n for n in names if isinstance(n, str) and n]
+    named = ((i.get("name"), i) for i in instances if isinstance(i, Mapping))
+    return [(name, i) for name, i in named if isinstance(name, str) and name]
+
+
+def configured_instances(config: Mapping[str, Any]) -> list[str]:
+    """Names of the Rucio instances in the server's ``c.RucioConfig.instances``."""
+    return [name for name, _ in configured_instance_settings(config)]
 
 
 def load_outbound(

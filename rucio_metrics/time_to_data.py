@@ -80,7 +80,6 @@ import logging
 import sys
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -89,9 +88,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from tornado.ioloop import PeriodicCallback
 
-from .faults import USER, USER_OUTCOMES
+from .faults import USER, USER_OUTCOME, USER_OUTCOMES
 from .metrics import OncePerRegistry, _created_samples
-from .outbound import RULE_REFUSALS, outcome_of
+from .outbound import configured_instance_settings, outcome_of, rule_call_outcome
+from .sinks import Sink, Sinks
 from .transfer_results import SUCCEEDED
 from .transfers import DOWNLOAD, TransferMetrics
 
@@ -116,6 +116,7 @@ DOWNLOAD_STARTED, ALREADY_AVAILABLE = "download_started", "already_available"
 # The outcomes whose histograms exist from the start, by mode.
 _PRECREATED = {REPLICA: (AVAILABLE, STUCK), DOWNLOAD: (AVAILABLE, FAILED)}
 
+# The options' defaults (config.RucioMetrics takes them from here), for a TimeToData made without the options.
 DEFAULT_HORIZON_SECONDS = 3600.0
 DEFAULT_MAX_WAITS = 10_000
 
@@ -152,14 +153,11 @@ def verdict(files: object) -> str | None:
 
 
 def rule_outcome(result: object) -> str:
-    """The make-available outcome of what ``ReplicaModeHandler.make_available`` returned (Rucio's answer)."""
-    if isinstance(result, list):
-        return RULE_CREATED
-    exception_class = result.get("ExceptionClass") if isinstance(result, dict) else None
-    if exception_class == "DuplicateRule":
+    """The make-available outcome of what ``ReplicaModeHandler.make_available`` returned (Rucio's answer):
+    the rule call's outcome, but for the rule that exists already, which the user waits for all the same."""
+    if isinstance(result, dict) and result.get("ExceptionClass") == "DuplicateRule":
         return RULE_EXISTS
-    # ReplicationRuleCreationTemporaryFailed (RULE_TEMPORARY_FAILURE) is Rucio failing: not a refusal.
-    return REFUSED if exception_class in RULE_REFUSALS else FAILED
+    return {"2xx": RULE_CREATED, USER_OUTCOME: REFUSED}.get(rule_call_outcome(result), FAILED)
 
 
 def raised_outcome(error: BaseException) -> str:
@@ -412,15 +410,7 @@ class TimeToData(OncePerRegistry):
 _STARTING = frozenset({RULE_CREATED, RULE_EXISTS})
 
 
-class _Sink:
-    """Where the wrappers of one class record; instrumenting again only moves it."""
-
-    def __init__(self, waits: TimeToData) -> None:
-        self.waits = waits
-
-
-_sinks: weakref.WeakKeyDictionary[type, _Sink] = weakref.WeakKeyDictionary()
-_sinks_lock = threading.Lock()
+_sinks: Sinks[TimeToData] = Sinks()
 
 
 def instrument_mode_handler(handler_class: type, mode: str, waits: TimeToData) -> tuple[list[str], list[str]]:
@@ -433,11 +423,8 @@ def instrument_mode_handler(handler_class: type, mode: str, waits: TimeToData) -
     latest ``waits``.
     """
     wrappers = _REPLICA_WRAPPERS if mode == REPLICA else _DOWNLOAD_WRAPPERS
-    with _sinks_lock:
-        sink = _sinks.get(handler_class)
-        if sink is None:
-            sink = _sinks[handler_class] = _Sink(waits)
-        sink.waits = waits
+    with _sinks.lock:
+        sink = _sinks.moved_to(handler_class, waits)
         functions = {method: inspect.getattr_static(handler_class, method, None) for method in wrappers}
         missing = [method for method, function in functions.items()
                    if not getattr(function, _MARK, False) and not inspect.isfunction(function)]
@@ -454,9 +441,9 @@ def instrument_mode_handler(handler_class: type, mode: str, waits: TimeToData) -
     return wrapped, []
 
 
-def _replica_make_available(function: Callable[..., Any], sink: _Sink) -> Callable[..., Any]:
+def _replica_make_available(function: Callable[..., Any], sink: Sink[TimeToData]) -> Callable[..., Any]:
     def make_available(self: Any, scope: str, name: str, *args: Any, **kwargs: Any) -> Any:
-        waits = sink.waits
+        waits = sink.target
         start = waits.clock()
         try:
             result = function(self, scope, name, *args, **kwargs)
@@ -469,14 +456,14 @@ def _replica_make_available(function: Callable[..., Any], sink: _Sink) -> Callab
     return make_available
 
 
-def _looked_at(function: Callable[..., Any], sink: _Sink) -> Callable[..., Any]:
+def _looked_at(function: Callable[..., Any], sink: Sink[TimeToData]) -> Callable[..., Any]:
     def get_did_details(self: Any, scope: str, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
             result = function(self, scope, name, *args, **kwargs)
         except BaseException:
-            _look(sink.waits, self, scope, name, None)  # the user looked, though nothing was shown
+            _look(sink.target, self, scope, name, None)  # the user looked, though nothing was shown
             raise
-        _look(sink.waits, self, scope, name, result)
+        _look(sink.target, self, scope, name, result)
         return result
 
     return get_did_details
@@ -486,9 +473,9 @@ def _looked_at(function: Callable[..., Any], sink: _Sink) -> Callable[..., Any]:
 _download = threading.local()
 
 
-def _download_make_available(function: Callable[..., Any], sink: _Sink) -> Callable[..., Any]:
+def _download_make_available(function: Callable[..., Any], sink: Sink[TimeToData]) -> Callable[..., Any]:
     def make_available(self: Any, scope: str, name: str, *args: Any, **kwargs: Any) -> Any:
-        waits = sink.waits
+        waits = sink.target
         _download.started = False
         start = waits.clock()
         try:
@@ -530,16 +517,10 @@ def _look(waits: TimeToData, handler: Any, scope: str, name: str, files: object)
 
 def configured_modes(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(name, mode) of each Rucio instance in the server's ``c.RucioConfig.instances`` (mode: replica unless set)."""
-    section = config.get("RucioConfig") or {}
-    instances = section.get("instances") if isinstance(section, Mapping) else None
-    if not isinstance(instances, (list, tuple)):
-        return []
     found = []
-    for instance in instances:
-        name = instance.get("name") if isinstance(instance, Mapping) else None
-        if isinstance(name, str) and name:
-            mode = instance.get("mode", REPLICA)
-            found.append((name, mode if mode in MODES else REPLICA))
+    for name, settings in configured_instance_settings(config):
+        mode = settings.get("mode")
+        found.append((name, mode if isinstance(mode, str) and mode in MODES else REPLICA))
     return found
 
 

@@ -288,6 +288,26 @@ async def test_a_failure_while_recording_never_breaks_the_request(
     plausible(registry, wall)
 
 
+async def test_a_request_whose_rucio_record_could_not_start_is_still_judged_by_its_status(
+    http_server_client, registry, monkeypatch, caplog, wall
+):
+    def broken() -> None:
+        raise RuntimeError("no context")
+
+    monkeypatch.setattr("rucio_metrics.instrument.start_request", broken)
+    with caplog.at_level(logging.ERROR, logger="rucio_metrics"):
+        crashed = await fetch(http_server_client, f"{PREFIX}/crash")
+        refused = await fetch(http_server_client, f"{PREFIX}/http-error")
+    assert (crashed.code, refused.code) == (500, 404)
+
+    def failures(route: str, fault: str) -> float | None:
+        return registry.get_sample_value("rucio_jupyterlab_http_request_failures_total",
+                                         {"handler": f"{PREFIX}/{route}", "method": "GET", "fault": fault})
+
+    assert (failures("crash", "service"), failures("http-error", "user")) == (1.0, 1.0)
+    plausible(registry, wall)
+
+
 @pytest.mark.parametrize("nested", [True, False])
 def test_walk_finds_nested_and_flat_rules(registry, nested):
     app = make_app(nested=nested)

@@ -503,6 +503,9 @@ def test_configured_instances() -> None:
     assert configured_instances(config) == ["atlas", "cms"]
     assert configured_instances({}) == []
     assert configured_instances({"RucioConfig": {"instances": "nonsense"}}) == []
+    # A name that is empty or not text names no instance (rucio-jupyterlab could not find it by it).
+    odd = {"RucioConfig": {"instances": [{"name": ""}, {"name": 7}, "atlas", {"name": "lhcb"}]}}
+    assert configured_instances(odd) == ["lhcb"]
 
 
 def test_missing_rucio_jupyterlab_gives_one_warning(
