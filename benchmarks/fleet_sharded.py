@@ -97,9 +97,11 @@ def shard_config(number: int, token_file: Path, targets_file: Path, victoria: Vi
     """The shipped shard config, shard ``number`` of ``SHARDS``, at ``interval_s``, writing to ``victoria``."""
     config = deploy_config(SHARD_CONFIG, token_file, file_sd=targets_file)
     config["global"].pop("evaluation_interval", None)
-    config["global"]["scrape_interval"] = f"{interval_s:g}s"
+    # The interval measured, not the tests' 1 s; the timeout Prometheus' default (10 s), never past it.
+    config["global"].update(scrape_interval=f"{interval_s:g}s", scrape_timeout=f"{min(interval_s, 10.0):g}s")
     config["global"]["external_labels"][SHARD_LABEL] = str(number)
     [job] = config["scrape_configs"]
+    job.pop("scrape_interval"), job.pop("scrape_timeout")
     hashmod, keep = job["relabel_configs"][-2:]
     hashmod["modulus"], keep["regex"] = SHARDS, str(number)
     point_remote_write_at(config, victoria)
