@@ -471,14 +471,22 @@ def test_dashboard_panels_are_well_formed() -> None:
         assert [t["refId"] for t in panel["targets"]] == [chr(ord("A") + i) for i in range(len(panel["targets"]))]
 
 
-def test_readme_lists_every_deploy_file_rule_and_alert() -> None:
-    page = (REPO / "docs" / "operations.md").read_text()
-    section = page.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
+def page_section(page: str, heading: str) -> str:
+    """The part of ``docs/<page>`` under ``heading``, up to the next heading of its level or above."""
+    text = (REPO / "docs" / page).read_text()
+    level = heading.split(" ", 1)[0]
+    return text.split(heading + "\n", 1)[1].split("\n" + level + " ", 1)[0]
+
+
+def test_the_docs_list_every_deploy_file_rule_and_alert() -> None:
+    files = page_section("operations.md", "## What is in deploy/")
     for path in [*SCRAPE_CONFIGS, *RULE_FILES, *RULE_TESTS, DASHBOARD]:
-        assert f"`{path.relative_to(REPO)}`" in section, path
-    rule_rows = re.findall(r"^\| `([\w:]+)` \|", section, re.M)
+        assert f"`{path.relative_to(REPO)}`" in files, path
+    tables = (REPO / "docs" / "recording-rules.md").read_text() + page_section("alerts.md", "## Alerts")
+    rule_rows = re.findall(r"^\| `([\w:]+)` \|", tables, re.M)
     assert sorted(rule_rows) == sorted(name for name, _ in rule_expressions())
-    fleet_part = section.split("### A JupyterHub fleet")[1].split("### Zero to JupyterHub")[0]
+    fleet_part = page_section("jupyterhub.md", "## 5. The targets: the fleet helper")
+    assert "python3 -m rucio_metrics.fleet" in fleet_part
     assert set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", fleet_part)) <= FLEET_FLAGS
 
 
