@@ -160,14 +160,15 @@ def promtool_results(output: str) -> list[tuple[str, dict[str, str], float]]:
     return results
 
 
-def wait_for(what: str, check: Callable[[], Any], seconds: float) -> Any:
+def wait_for(what: str, check: Callable[[], tuple[bool, str]], seconds: float) -> str:
+    """``check()``'s output once it says done; AssertionError with its last output if it never does."""
     deadline = time.monotonic() + seconds
     while True:
-        found = check()
-        if found:
-            return found
+        done, output = check()
+        if done:
+            return output
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {seconds:.0f} s")
+            raise AssertionError(f"no {what} within {seconds:.0f} s; last:\n{output}")
         time.sleep(1)
 
 
@@ -255,7 +256,7 @@ def test_the_operators_path_reaches_a_useful_query_and_a_delivered_test_alert(fo
     assert json.loads(answer)["instances"] == []
 
     # ...Prometheus sees both servers up, their routes measured, the request, and the Alertmanager...
-    def useful() -> str | None:
+    def useful() -> tuple[bool, str]:
         output = followed["queries"]()
         results = promtool_results(output)
         up = {labels["instance"]: value for name, labels, value in results if name == "up"}
@@ -264,11 +265,11 @@ def test_the_operators_path_reaches_a_useful_query_and_a_delivered_test_alert(fo
         requests = {(labels["instance"], labels["handler"], labels["status_code"]): value
                     for name, labels, value in results if name == "" and "status_code" in labels}
         alertmanager = f"http://{followed['alertmanager'].url.split('//')[1]}api/v2/alerts"
-        return output if (up == {"alice": 1.0, "bob": 1.0} and routes == {"alice": ROUTES, "bob": ROUTES}
-                          and requests.get(("alice", "/rucio-jupyterlab/instances", "200")) == 1.0
-                          and alertmanager in output) else None
+        return (up == {"alice": 1.0, "bob": 1.0} and routes == {"alice": ROUTES, "bob": ROUTES}
+                and requests.get(("alice", "/rucio-jupyterlab/instances", "200")) == 1.0
+                and alertmanager in output), output
 
-    output = wait_for("both servers up with their routes, the request counted, and the Alertmanager", useful, 45)
+    output = wait_for("two servers up with their routes, the request counted, and the Alertmanager", useful, 45)
     print(f"\n{output}")
     # ...and the test alert reached the operators' receiver.
     alert = followed["webhook"].wait_for(lambda a: a["labels"]["alertname"] == "RucioMetricsSmokeTest", 45)
