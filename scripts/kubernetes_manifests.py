@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 # The namespaces and the kube-prometheus-stack release label an operator edits
-# in the generated files (the Kubernetes section of docs/operations.md lists them).
+# in the generated files (docs/kubernetes.md lists them).
 MONITORING_NAMESPACE = "monitoring"
 RELEASE_LABEL = {"release": "kube-prometheus-stack"}
 

@@ -50,7 +50,7 @@ def problems(root: Path, tag: str) -> list[str]:
     # What an operator copies: the pinned install, and what the extension list then shows.
     expected = {
         "README.md": [f"pip install rucio-metrics=={v}", f"rucio_metrics {v} OK"],
-        "docs/operations.md": [f"rucio-metrics=={v}"],
+        "docs/kubernetes.md": [f"rucio-metrics=={v}"],
         "deploy/kubernetes/z2jh-values.yaml": [f"rucio-metrics=={v}"],
         # Each alert's runbook_url: the runbook of this release (the recording rule that sets its base).
         "deploy/prometheus/rules/rucio-jupyterlab-recording.yml": [f"/blob/v{v}/docs/runbook.md"],

@@ -40,6 +40,7 @@ from .support.deploy_files import (
     recorded_names,
     rule_expressions,
     rules,
+    uncomment_alerting,
 )
 from .support.markdown_links import anchors
 
@@ -101,6 +102,30 @@ def test_promtool_check_config_in_full(config: Path, tmp_path: Path) -> None:
     for rule_file in RULE_FILES:
         rule_count = sum(len(group["rules"]) for group in load_yaml(rule_file)["groups"])
         assert f"Checking rules/{rule_file.name}\n  SUCCESS: {rule_count} rules found" in result.stdout
+
+
+CONFIGS_WITH_RULES = [c for c in SCRAPE_CONFIGS if "rule_files" in load_yaml(c)]
+
+
+@pytest.mark.parametrize("config", CONFIGS_WITH_RULES, ids=config_ids(CONFIGS_WITH_RULES))
+def test_a_config_with_alerts_ships_an_alerting_block_to_uncomment(config: Path, tmp_path: Path) -> None:
+    assert "alerting" not in load_yaml(config)  # commented out: no Alertmanager runs before the operator starts one
+    text = uncomment_alerting(config.read_text())
+    [alertmanager] = yaml.safe_load(text)["alerting"]["alertmanagers"]
+    [target] = alertmanager["static_configs"][0]["targets"]
+    assert target.endswith(":9093")
+    if "kubernetes_sd_configs" not in text:
+        assert target == "127.0.0.1:9093"
+    # Prometheus takes it; zero-to-jupyterhub.yml's discovery swapped for a file, as Debian's promtool needs.
+    runnable = yaml.safe_load(text)
+    for job in runnable["scrape_configs"]:
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job["file_sd_configs"] = [{"files": ["targets.json"]}]
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_DIR, copy)
+    (copy / config.name).write_text(yaml.safe_dump(runnable))
+    result = promtool("check", "config", "--syntax-only", config.name, cwd=copy)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_check_rules() -> None:
@@ -446,14 +471,22 @@ def test_dashboard_panels_are_well_formed() -> None:
         assert [t["refId"] for t in panel["targets"]] == [chr(ord("A") + i) for i in range(len(panel["targets"]))]
 
 
-def test_readme_lists_every_deploy_file_rule_and_alert() -> None:
-    page = (REPO / "docs" / "operations.md").read_text()
-    section = page.split("## Prometheus, alerts and dashboards")[1].split("\n## ")[0]
+def page_section(page: str, heading: str) -> str:
+    """The part of ``docs/<page>`` under ``heading``, up to the next heading of its level or above."""
+    text = (REPO / "docs" / page).read_text()
+    level = heading.split(" ", 1)[0]
+    return text.split(heading + "\n", 1)[1].split("\n" + level + " ", 1)[0]
+
+
+def test_the_docs_list_every_deploy_file_rule_and_alert() -> None:
+    files = page_section("operations.md", "## What is in deploy/")
     for path in [*SCRAPE_CONFIGS, *RULE_FILES, *RULE_TESTS, DASHBOARD]:
-        assert f"`{path.relative_to(REPO)}`" in section, path
-    rule_rows = re.findall(r"^\| `([\w:]+)` \|", section, re.M)
+        assert f"`{path.relative_to(REPO)}`" in files, path
+    tables = (REPO / "docs" / "recording-rules.md").read_text() + page_section("alerts.md", "## Alerts")
+    rule_rows = re.findall(r"^\| `([\w:]+)` \|", tables, re.M)
     assert sorted(rule_rows) == sorted(name for name, _ in rule_expressions())
-    fleet_part = section.split("### A JupyterHub fleet")[1].split("### Zero to JupyterHub")[0]
+    fleet_part = page_section("jupyterhub.md", "## 5. The targets: the fleet helper")
+    assert "python3 -m rucio_metrics.fleet" in fleet_part
     assert set(re.findall(r"(?<![-\w])(--[a-z][a-z-]*)", fleet_part)) <= FLEET_FLAGS
 
 

@@ -107,8 +107,8 @@ def test_every_recipe_that_writes_a_token_makes_the_file_private(path: Path) -> 
 
 def test_the_one_server_token_recipe_runs_and_leaves_private_files(tmp_path: Path) -> None:
     # The docs' commands as written, with the two paths moved into a temporary folder.
-    operations = (REPO / "docs" / "operations.md").read_text()
-    [block] = [b for b in re.findall(r"```sh\n(.*?)```", operations, re.S) if "/etc/jupyter/metrics-token" in b]
+    page = (REPO / "docs" / "one-server.md").read_text()
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", page, re.S) if "/etc/jupyter/metrics-token" in b]
     script = (block.replace("/etc/jupyter/", f"{tmp_path}/jupyter-").replace("/etc/prometheus/", f"{tmp_path}/prom-")
               .replace("<the server's user>", "root").replace("-o prometheus", "-o root"))
     subprocess.run(["sh", "-e", "-c", script], check=True, timeout=30)

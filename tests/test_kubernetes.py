@@ -52,7 +52,7 @@ from .support.network_policies import (
 
 GENERATOR = REPO / "scripts" / "kubernetes_manifests.py"
 GENERATED = ["grafana-dashboard.yaml", "podmonitor.yaml", "prometheusrule.yaml"]
-OPERATIONS = (REPO / "docs" / "operations.md").read_text()
+KUBERNETES_PAGE = (REPO / "docs" / "kubernetes.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -361,10 +361,10 @@ def test_every_monitoring_object_carries_the_release_label_and_one_namespace(obj
         assert objects[kind]["metadata"]["labels"] == {"release": "kube-prometheus-stack"}
 
 
-# The Kubernetes section of docs/operations.md.
+# The Prometheus Operator's section of docs/kubernetes.md.
 
 def readme_section() -> str:
-    return OPERATIONS.split("## Kubernetes with the Prometheus Operator")[1].split("\n## ")[0]
+    return KUBERNETES_PAGE.split("## With the Prometheus Operator\n")[1].split("\n## ")[0]
 
 
 def test_the_readme_names_every_file_and_what_to_edit(objects: dict[str, Any]) -> None:
@@ -479,7 +479,7 @@ def test_every_z2jh_key_the_project_names_is_in_z2jhs_schema() -> None:
 
 
 def test_the_z2jh_key_check_catches_a_key_z2jh_does_not_have() -> None:
-    # What docs/operations.md once said; z2jh's schema rejects it (additional properties not allowed).
+    # What the docs once said; z2jh's schema rejects it (additional properties not allowed).
     found = z2jh_keys_in_text("z2jh's `singleuser.networkPolicy.interNamespaceLabeledIngress: allow` with")
     assert set(found) - set(Z2JH_KEYS) == {"singleuser.networkPolicy.interNamespaceLabeledIngress"}
     wrong_value = z2jh_keys_in_text("`singleuser.networkPolicy.interNamespaceAccessLabels: allow`")

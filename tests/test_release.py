@@ -256,7 +256,7 @@ def test_the_release_check_passes_for_this_version() -> None:
 @pytest.fixture
 def copy_of_the_release_files(tmp_path: Path) -> Path:
     for path in ("scripts/release_check.py", "rucio_metrics/__init__.py", "CHANGELOG.md", "README.md",
-                 "docs/operations.md", "deploy/kubernetes/z2jh-values.yaml",
+                 "docs/kubernetes.md", "deploy/kubernetes/z2jh-values.yaml",
                  "deploy/prometheus/rules/rucio-jupyterlab-recording.yml"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, tmp_path / path)

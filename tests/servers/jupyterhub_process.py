@@ -71,23 +71,29 @@ c.Spawner.args = ["--allow-root"]
 c.Spawner.environment = settings["environment"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
-c.JupyterHub.custom_scopes = {{
-    settings["metrics_scope"]: {{"description": "Read the metrics of every single-user server, nothing else."}},
-}}
-c.JupyterHub.services = [
-    {{"name": "test-admin", "api_token": settings["admin_token"]}},
-    {{"name": "prometheus", "api_token": settings["scrape_token"]}},
-    {{"name": "prometheus-fleet", "api_token": settings["fleet_token"]}},
-    {{"name": "grafana", "api_token": settings["hub_metrics_token"]}},
-]
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": settings["admin_token"]}}]
 c.JupyterHub.load_roles = [
     {{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "access:servers", "tokens"],
       "services": ["test-admin"]}},
-    {{"name": "prometheus", "scopes": settings["scrape_scopes"], "services": ["prometheus"]}},
-    {{"name": "prometheus-fleet", "scopes": settings["fleet_scopes"], "services": ["prometheus-fleet"]}},
-    {{"name": "grafana", "scopes": ["read:metrics"], "services": ["grafana"]}},
-    {{"name": "metrics-readers", "scopes": settings["scrape_scopes"], "users": settings["metrics_readers"]}},
 ]
+"""
+
+# The Prometheus services and roles as the deploy docs give them, with the test's fixed tokens.
+_PROMETHEUS_SERVICES = """\
+c.JupyterHub.custom_scopes = {
+    settings["metrics_scope"]: {"description": "Read the metrics of every single-user server, nothing else."},
+}
+c.JupyterHub.services.extend([
+    {"name": "prometheus", "api_token": settings["scrape_token"]},
+    {"name": "prometheus-fleet", "api_token": settings["fleet_token"]},
+    {"name": "grafana", "api_token": settings["hub_metrics_token"]},
+])
+c.JupyterHub.load_roles.extend([
+    {"name": "prometheus", "scopes": settings["scrape_scopes"], "services": ["prometheus"]},
+    {"name": "prometheus-fleet", "scopes": settings["fleet_scopes"], "services": ["prometheus-fleet"]},
+    {"name": "grafana", "scopes": ["read:metrics"], "services": ["grafana"]},
+    {"name": "metrics-readers", "scopes": settings["scrape_scopes"], "users": settings["metrics_readers"]},
+])
 """
 
 
@@ -97,13 +103,17 @@ class JupyterHubProcess(ChildProcess):
     name = "jupyterhub"
     stop_seconds = 30.0
 
-    def __init__(self, server_options: dict[str, Any] | None = None, metrics_readers: Iterable[str] = ()) -> None:
+    def __init__(self, server_options: dict[str, Any] | None = None, metrics_readers: Iterable[str] = (),
+                 operator_config: str | None = None) -> None:
         """``server_options``: RucioMetrics options of every single-user server; ``metrics_readers``:
-        users granted the metrics scope (whose tokens can then be made, and revoked, by a test)."""
+        users granted the metrics scope (whose tokens can then be made, and revoked, by a test);
+        ``operator_config``: the hub admin's own lines (a docs page's) in place of the test's Prometheus
+        services, roles and custom scope, run from ``jupyterhub_config.py`` in ``root``."""
         super().__init__("rucio-metrics-hub-", "hub.log")
         self.port = free_port()  # the proxy's public port: everything goes through here
         self.server_options = dict(server_options or {})
         self.metrics_readers = list(metrics_readers)
+        self.operator_config = operator_config
         self.session.headers["Authorization"] = f"token {ADMIN_TOKEN}"
 
     @property
@@ -148,7 +158,8 @@ class JupyterHubProcess(ChildProcess):
             "metrics_readers": self.metrics_readers,
         }
         config_file = self.root / "jupyterhub_config.py"
-        config_file.write_text(_CONFIG.format(settings=json.dumps(settings)))
+        prometheus = _PROMETHEUS_SERVICES if self.operator_config is None else self.operator_config
+        config_file.write_text(_CONFIG.format(settings=json.dumps(settings)) + prometheus)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "CONFIGPROXY"))}
         self.start_and_wait([sys.executable, "-m", "jupyterhub", "-f", str(config_file)], env,
                             lambda: self.api("GET", "").status_code == 200, 60)

@@ -104,6 +104,20 @@ def deploy_config(
     return config
 
 
+# A shipped config's commented top-level alerting block: "# alerting:" and its indented lines.
+_COMMENTED_ALERTING = re.compile(r"^# (alerting:\n)((?:#   .*\n)+)", re.M)
+
+
+def uncomment_alerting(text: str) -> str:
+    """A shipped config's text with its commented ``alerting:`` block uncommented, as the docs say to."""
+    def uncommented(match: re.Match[str]) -> str:
+        return match.group(1) + re.sub(r"^# ", "", match.group(2), flags=re.M)
+
+    text, found = _COMMENTED_ALERTING.subn(uncommented, text)
+    assert found == 1, "no commented alerting: block"
+    return text
+
+
 def rules() -> list[dict[str, Any]]:
     """Every rule of the shipped rule files."""
     return [rule for path in RULE_FILES for group in load_yaml(path)["groups"] for rule in group["rules"]]
