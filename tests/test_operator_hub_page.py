@@ -110,30 +110,26 @@ class Shell:
         return ["sh", "-c", self.script(block, replace_the_shell=True)]
 
 
-class PagePrometheus(PrometheusProcess):
-    """Prometheus as the page starts it (on this test's port)."""
+class _StartedAsThePageSays:
+    """A server the page starts with its own command (on this test's port), ready when ``-/ready`` answers 200."""
 
     def __init__(self) -> None:
-        super().__init__({})
+        super().__init__({})  # type: ignore[call-arg]
         self.command: list[str] = []
         self.env: dict[str, str] = {}
 
     def start(self) -> None:
-        self.start_and_wait(self.command, self.env,
-                            lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200, 30)
+        self.start_and_wait(self.command, self.env,  # type: ignore[attr-defined]
+                            lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200,  # type: ignore[attr-defined]
+                            30)
 
 
-class PageAlertmanager(AlertmanagerProcess):
-    """Alertmanager as the page starts it (on this test's port)."""
+class PagePrometheus(_StartedAsThePageSays, PrometheusProcess):
+    """Prometheus as the page starts it."""
 
-    def __init__(self) -> None:
-        super().__init__({})
-        self.command: list[str] = []
-        self.env: dict[str, str] = {}
 
-    def start(self) -> None:
-        self.start_and_wait(self.command, self.env,
-                            lambda: self.session.get(self.url + "-/ready", timeout=2).status_code == 200, 30)
+class PageAlertmanager(_StartedAsThePageSays, AlertmanagerProcess):
+    """Alertmanager as the page starts it."""
 
 
 class PageFleetHelper(ChildProcess):
