@@ -210,7 +210,8 @@ def servers(rucio: RucioStandIn) -> Iterator[dict[str, JupyterServerProcess]]:
         found = {}
         instances = [rucio.instance_config("atlas")]
         for name, enabled in ((WITHOUT, False), (WITH, True)):
-            server = JupyterServerProcess(rucio_instances=instances, extensions={"rucio_metrics": enabled})
+            server = JupyterServerProcess(rucio_instances=instances, extensions={"rucio_metrics": enabled},
+                                          other_extensions=True)
             # Registered first, so it runs after the server has stopped: its log and config go too.
             stack.callback(shutil.rmtree, server.root, ignore_errors=True)
             found[name] = stack.enter_context(server)

@@ -131,7 +131,8 @@ def capture() -> str:
     """The whole ``/metrics`` of a real instrumented server after the full route mix."""
     with RucioStandIn() as rucio:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
-        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances) as server:
+        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances,
+                                  other_extensions=True) as server:
             try:
                 for call in BEFORE_LOGIN + AFTER_LOGIN:
                     send(server, call)

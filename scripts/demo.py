@@ -67,7 +67,8 @@ SIDE_BY_SIDE = [
 def main() -> None:
     with RucioServer() as rucio:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
-        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances, metrics_listener=True) as server:
+        with JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances, metrics_listener=True,
+                                  other_extensions=True) as server:
             print(f"Jupyter server with rucio-jupyterlab and rucio_metrics at {server.url('')}")
             print(f"Rucio server {rucio.version} (PyPI rucio, SQLite) for instances atlas (replica mode) "
                   f"and cms (download mode) at {rucio.url}")

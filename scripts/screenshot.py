@@ -131,7 +131,8 @@ def take_picture(browser: str, seconds: float) -> tuple[bytes, list[list[str]]]:
         for endpoint, delay in RUCIO_LATENCY.items():
             rucio.delay(endpoint, delay)
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download")]
-        server = JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances, metrics_listener=True)
+        server = JupyterServerProcess(base_url="/user/alice/", rucio_instances=instances, metrics_listener=True,
+                                      other_extensions=True)
         try:
             with server, prometheus_for(server) as prometheus:
                 if prometheus is None:

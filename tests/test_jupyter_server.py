@@ -48,7 +48,8 @@ class Traffic:
 
 @pytest.fixture(scope="module", params=["/", "/user/alice/"], ids=["root", "jupyterhub-base-url"])
 def traffic(request: pytest.FixtureRequest) -> Iterator[Traffic]:
-    with JupyterServerProcess(base_url=request.param, rucio_instances=[unreachable_rucio_instance()]) as server:
+    with JupyterServerProcess(base_url=request.param, rucio_instances=[unreachable_rucio_instance()],
+                              other_extensions=True) as server:
         with Stopwatch() as wall:
             for method, path, expected in TRAFFIC:
                 response = server.request(method, path, json=BODIES.get((method, path.split("?")[0])))

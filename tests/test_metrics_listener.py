@@ -33,7 +33,8 @@ class ListenedServer:
 
 @pytest.fixture(scope="module")
 def listened() -> Iterator[ListenedServer]:
-    with JupyterServerProcess(base_url="/user/alice/", metrics_listener=True) as server:
+    # A user's server as it is, terminals and all: the metrics token must open none of it.
+    with JupyterServerProcess(base_url="/user/alice/", metrics_listener=True, other_extensions=True) as server:
         assert server.request("GET", "rucio-jupyterlab/instances").status_code == 200
         yield ListenedServer(server, server.metrics_port, server.metrics_token_file)
 
@@ -80,6 +81,9 @@ def test_the_metrics_token_opens_nothing_on_the_server(listened: ListenedServer)
                          ("GET", "rucio-jupyterlab/instances")]:
         got = requests.request(method, server.url(path), headers=auth, json={}, timeout=10, allow_redirects=False)
         assert got.status_code == 403, (method, path, got.status_code)
+    # Every one of those routes is there: the server's own token reads each (so the 403s are the metrics token's).
+    for path in ("api/sessions", "api/kernels", "api/contents", "api/terminals", "rucio-jupyterlab/instances"):
+        assert server.request("GET", path).status_code == 200, path
 
 
 def test_a_rotated_token_file_takes_effect_without_a_restart(listened: ListenedServer) -> None:

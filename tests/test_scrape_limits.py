@@ -131,9 +131,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         instances = [rucio.instance_config("atlas"), rucio.instance_config("cms", mode="download"),
                      rucio.instance_config("escape")]
         servers = {"bob": JupyterServerProcess(base_url="/user/bob/", rucio_instances=instances,
-                                               extra_config={"RucioMetrics": {"latency_metric": "histogram"}})}
+                                               extra_config={"RucioMetrics": {"latency_metric": "histogram"}},
+                                               other_extensions=True)}
         for user, (collector, _) in flooding_servers().items():
-            servers[user] = JupyterServerProcess(base_url=f"/user/{user}/", python_config=collector)
+            servers[user] = JupyterServerProcess(base_url=f"/user/{user}/", python_config=collector,
+                                                 other_extensions=True)
         # The targets file as the fleet helper writes it: the address, each server's path and name.
         targets = [{"targets": [f"127.0.0.1:{server.port}"],
                     "labels": {"__metrics_path__": server.base_url + "metrics", "instance": user, "user": user}}

@@ -3,7 +3,10 @@
 Test equipment (also used by the demo): it gives the server a temporary HOME
 (rucio-jupyterlab keeps its cache database there) and config folder, and
 enables rucio-jupyterlab and rucio_metrics there (and JupyterLab with
-``lab=True``: the Rucio panel, served to a browser at ``lab_url()``).
+``lab=True``: the Rucio panel, served to a browser at ``lab_url()``). The
+environment's other server extensions (JupyterLab, LSP, terminals, the notebook
+shims) are off unless ``other_extensions=True`` or ``lab=True``: they take half
+of each start, and only tests of the whole route table need them.
 
     with JupyterServerProcess(base_url="/user/alice/") as server:
         server.request("GET", "rucio-jupyterlab/instances")
@@ -46,6 +49,21 @@ def unreachable_rucio_instance(name: str = "atlas", mode: str = "replica") -> di
     }
 
 
+# Ours, and the extensions a test enables by name: never turned off as another's.
+UNDER_TEST = {"rucio_jupyterlab", "rucio_jupyterlab.server", "rucio_metrics"}
+
+
+def other_server_extensions_off(prefix: str = sys.prefix) -> dict[str, bool]:
+    """``jpserver_extensions`` turning off the server extensions installed in ``prefix`` besides ours.
+
+    Those are the ones enabled by the files their packages put in ``etc/jupyter/jupyter_server_config.d``.
+    """
+    found = set()
+    for path in sorted((Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d").glob("*.json")):
+        found |= set(json.loads(path.read_text()).get("ServerApp", {}).get("jpserver_extensions", {}))
+    return {name: False for name in sorted(found - UNDER_TEST)}
+
+
 class JupyterServerProcess(ChildProcess):
     """``jupyter server`` with rucio-jupyterlab and rucio_metrics; stopped on exit."""
 
@@ -63,13 +81,18 @@ class JupyterServerProcess(ChildProcess):
         metrics_listener: bool = False,
         python_config: str = "",
         lab: bool = False,
+        other_extensions: bool = False,
     ) -> None:
         super().__init__("rucio-metrics-server-", "server.log")
         self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
         self.port = free_port()
+        # Another environment's Python (python=...) runs with what is installed there, as a user's would.
+        others = {} if other_extensions or lab or python is not None else other_server_extensions_off()
         config: dict[str, Any] = {
             "ServerApp": {
-                "jpserver_extensions": {"rucio_jupyterlab.server": True, "rucio_metrics": True, **(extensions or {})},
+                "jpserver_extensions": {
+                    **others, "rucio_jupyterlab.server": True, "rucio_metrics": True, **(extensions or {})
+                },
             },
             "RucioConfig": {"instances": rucio_instances if rucio_instances is not None else []},
         }
