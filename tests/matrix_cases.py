@@ -31,7 +31,7 @@ from .servers.jupyter_server_process import JupyterServerProcess, unreachable_ru
 from .servers.rucio_server import RucioServer
 from .support.interpreters import Interpreter, choose, missing, system
 from .support.matrix import PYTHONS, REPO, SYSTEM, Case, admitted, python_cases, system_cases
-from .support.matrix_envs import environment, key, pip_env, prune, run
+from .support.matrix_envs import build_wheel, environment, key, pip_env, prune, run
 from .support.route_samples import Samples, changes, expect, inbound, outbound
 from .support.route_samples import key as sample_key
 from .support.rucio_standin import RucioStandIn, userpass_credentials
@@ -54,11 +54,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One wheel of this checkout for every case."""
-    out = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)], 600)
-    (built,) = out.glob("rucio_metrics-*.whl")
-    return built
+    """One wheel of this checkout for every case (of this worker)."""
+    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="session")
@@ -184,6 +181,24 @@ def build_info(server: JupyterServerProcess) -> dict[str, str]:
     return dict(labels)
 
 
+# First of the slow ones: a worker takes it (about a minute of pip's) while the other starts on the cases.
+def test_pip_refuses_the_0x_line(wheel: Path, tmp_path: Path) -> None:
+    """rucio-jupyterlab 0.x pins jupyter_server < 2 (it is built for JupyterLab 3); rucio_metrics needs
+    jupyter_server >= 2.4.0, so pip refuses the pair before installing anything. 0.10.0 is the last 0.x."""
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], 120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run(
+        [python, "-m", "pip", "install", str(wheel), "rucio-jupyterlab==0.10.0"],
+        env=pip_env(), capture_output=True, text=True, timeout=600,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "ResolutionImpossible" in output, output
+    assert re.search(r"rucio-jupyterlab 0\.10\.0 depends on jupyter[-_]server<2", output, re.I), output
+    assert "rucio_metrics" not in run([python, "-m", "pip", "list"], 120).replace("-", "_")
+
+
 def test_case(case: Case, wheel: Path, rucio: RucioServer, standin: RucioStandIn, tmp_path: Path) -> None:
     interpreter = interpreters()[case.python]
     start = time.monotonic()
@@ -218,20 +233,3 @@ def test_case(case: Case, wheel: Path, rucio: RucioServer, standin: RucioStandIn
     made = f"created in {created:.0f} s" if created else "cached"
     print(f"\n{case.name} on Python {interpreter.version}: environment {made}, ready in {ready:.0f} s, "
           f"whole case {time.monotonic() - start:.0f} s")
-
-
-def test_pip_refuses_the_0x_line(wheel: Path, tmp_path: Path) -> None:
-    """rucio-jupyterlab 0.x pins jupyter_server < 2 (it is built for JupyterLab 3); rucio_metrics needs
-    jupyter_server >= 2.4.0, so pip refuses the pair before installing anything. 0.10.0 is the last 0.x."""
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], 120)
-    python = str(venv / "bin" / "python")
-    done = subprocess.run(
-        [python, "-m", "pip", "install", str(wheel), "rucio-jupyterlab==0.10.0"],
-        env=pip_env(), capture_output=True, text=True, timeout=600,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
-    assert "ResolutionImpossible" in output, output
-    assert re.search(r"rucio-jupyterlab 0\.10\.0 depends on jupyter[-_]server<2", output, re.I), output
-    assert "rucio_metrics" not in run([python, "-m", "pip", "list"], 120).replace("-", "_")

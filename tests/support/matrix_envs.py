@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +113,17 @@ def environment(case: Case, interpreter: Interpreter, wheel: Path) -> Iterator[t
         run([str(env.python), "-m", "pip", "check"], 120, log)
         (root / "ready").touch()  # its mtime says when it was last used, for pruning
         yield env, created
+
+
+def build_wheel(repo: Path, out: Path) -> Path:
+    """A wheel of ``repo`` in ``out``; one build of the tree at a time (setuptools builds in the tree's
+    ``build/``, which two workers building at once would take from each other)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(repo)], 600)
+    (built,) = out.glob("rucio_metrics-*.whl")
+    return built
 
 
 def create(root: Path, case: Case, interpreter: Interpreter, wheel: Path) -> None:
