@@ -28,8 +28,9 @@ PREFIX = "rucio_jupyterlab_time_to_data"
 SECONDS, WAITS, MAKE_AVAILABLE = PREFIX + "_seconds", PREFIX + "_waits", PREFIX + "_make_available_total"
 REPLICA, DOWNLOAD = "atlas", "cms"  # the instances, in replica and in download mode
 # seconds: a wait nobody looks at this long ends unobserved. Longer than a step of Rucio's own client
-# (finish_transfer: several seconds on a busy 2-core machine), during which the test does not poll.
-HORIZON = 10.0
+# (finish_transfer: several seconds on a busy 2-core machine, more than 10 with the suite's three
+# workers), during which the test does not poll.
+HORIZON = 20.0
 POLL = 0.2  # seconds between two polls of a DID, while the test polls
 
 Key = tuple[str, frozenset[tuple[str, str]]]
