@@ -53,9 +53,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One wheel of this checkout for every case (of this worker)."""
-    return build_wheel(REPO, tmp_path_factory.mktemp("wheel"))
+def wheel(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """One wheel of this checkout for every case, in the run's folder that the workers share."""
+    run_folder = tmp_path_factory.getbasetemp()
+    return build_wheel(REPO, (run_folder if worker_id == "master" else run_folder.parent) / "wheel")
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def unreachable_rucio_instance(name: str = "atlas", mode: str = "replica") -> di
     }
 
 
-# Ours, and the extensions a test enables by name: never turned off as another's.
+# Ours: never turned off as another's (and a test's own ``extensions`` override every default).
 UNDER_TEST = {"rucio_jupyterlab", "rucio_jupyterlab.server", "rucio_metrics"}
 
 

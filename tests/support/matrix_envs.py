@@ -116,12 +116,13 @@ def environment(case: Case, interpreter: Interpreter, wheel: Path) -> Iterator[t
 
 
 def build_wheel(repo: Path, out: Path) -> Path:
-    """A wheel of ``repo`` in ``out``; one build of the tree at a time (setuptools builds in the tree's
-    ``build/``, which two workers building at once would take from each other)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / "build.lock", "w") as lock:
+    """The wheel of ``repo`` in ``out``, built by the first caller; the others (workers sharing ``out``)
+    wait for it and take the same one."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(repo)], 600)
+        if not list(out.glob("rucio_metrics-*.whl")):  # a failed build leaves none: the next caller tries again
+            run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(repo)], 600)
     (built,) = out.glob("rucio_metrics-*.whl")
     return built
 
