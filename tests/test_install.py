@@ -124,7 +124,8 @@ def installed(dist: tuple[Path, Path], clean_env: dict[str, str], tmp_path_facto
     requires = [d for d in wheel_metadata(dist[1]).get_all("Requires-Dist") if "extra ==" not in d]
     uv = Path(sys.executable).parent / "uv"
     pip: list[str | Path] = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    dependencies_by = [uv, "pip", "install", "-q", "--python", python] if uv.is_file() else pip
+    # Compiled as pip compiles them: else each `jupyter` command here compiles its modules anew.
+    dependencies_by = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", python] if uv.is_file() else pip
     run(*dependencies_by, *requires, "rucio-jupyterlab", env=clean_env)
     run(*pip, "--no-compile", "--no-deps", dist[1], env=clean_env)
     run(python, "-m", "pip", "check", env=clean_env)
