@@ -10,6 +10,7 @@ send deadline).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -59,6 +60,7 @@ FLEET_PANELS = {"Servers running rucio_metrics", "Servers without Rucio routes",
                 "Requests in progress", "Requests in progress by route"}
 
 
+@functools.cache
 def keep_regex() -> str:
     [target] = load_yaml(PROMETHEUS_DIR / REMOTE_WRITE)["remote_write"]
     [keep] = target["write_relabel_configs"]
