@@ -571,6 +571,14 @@ def test_outbound_can_be_turned_off(rucio: RucioServer) -> None:
     assert "measuring calls to Rucio" not in log and "rucio_metrics: calls to Rucio" not in log
 
 
+def test_a_set_up_step_that_fails_says_why_and_the_next_step_runs(rucio: RucioServer) -> None:
+    # The test equipment's own: one process runs a server's set-up steps; a step's failure is the step's.
+    with pytest.raises(RuntimeError, match=r"(?s)^rucio server: set-up step 'add-file' failed:\n.*RSENotFound"):
+        rucio.add_file("NO_SUCH_RSE", "user.alice:nowhere.root", b"n" * 10)
+    assert rucio.did_bytes("user.alice:nowhere.root") == -1
+    assert rucio.did_bytes("data18:file1.root") == 1000
+
+
 def test_passwords_are_in_no_log(rucio: RucioServer, server: JupyterServerProcess) -> None:
     # After every test above: neither server logged a password it was given.
     logs = {"Jupyter server": server.log(), "Rucio server": rucio.log()}

@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import re
 import secrets
 import signal
 import subprocess
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,7 @@ from .rucio_server_setup import ACCOUNT, DESTINATION_RSE, USERNAME
 
 VENV = REPO / ".venv-rucio"
 SET_UP = REPO / "scripts" / "bootstrap-rucio-server"
+STEPS = Path(__file__).with_name("rucio_server_setup.py")
 
 # Flask's (werkzeug's) access log line: `127.0.0.1 - - [date] "GET /path HTTP/1.1" 200 -`, maybe
 # with terminal colours (werkzeug adds them even when writing to a file).
@@ -73,23 +76,28 @@ class RucioServer(ChildProcess):
         self.root_password = Secret(secrets.token_urlsafe(18))
         self.version = ""
         self.config_path = self.root / "rucio.cfg"
+        self._steps: subprocess.Popen[str] | None = None
+        self._steps_lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        python = rucio_python()
         self._write_config()
         try:
             # The server starts while the schema is made: it opens the database on its first query.
             self._spawn_server()
-            self._set_up(python, "database")
+            self._set_up("database")
             self._wait_for_ping()
-            self._set_up(python, "seed", str(self.root / "storage"), RUCIO_USER_PASSWORD=self.password)
+            self._set_up("seed", str(self.root / "storage"))
         except BaseException:
             self.stop()
             raise
+
+    def stop(self) -> None:
+        self._end_steps()
+        super().stop()
 
     def serve(self) -> None:
         """Start the REST server again (its database kept); wait until ``GET /ping`` answers."""
@@ -132,11 +140,11 @@ class RucioServer(ChildProcess):
 
     def finish_transfer(self, rse: str, dids: list[str]) -> None:
         """Mark the replicas of ``dids`` (``scope:name`` of files) on ``rse`` available, as a transfer would."""
-        self._set_up(rucio_python(), "finish-transfer", rse, *dids)
+        self._set_up("finish-transfer", rse, *dids)
 
     def fail_transfer(self, rse: str, dids: list[str]) -> None:
         """Mark the replicas of ``dids`` on ``rse`` unavailable, as a failed transfer would: their rules get STUCK."""
-        self._set_up(rucio_python(), "fail-transfer", rse, *dids)
+        self._set_up("fail-transfer", rse, *dids)
 
     def add_file(self, rse: str, did: str, content: bytes, on_disk: bytes | None = None) -> Path:
         """Register ``did`` with a replica on ``rse`` with ``content``'s size and checksums; write the file.
@@ -144,7 +152,7 @@ class RucioServer(ChildProcess):
         What is written at the replica's path is ``content``, or ``on_disk`` (a corrupt replica); the
         path is returned.
         """
-        self._set_up(rucio_python(), "add-file", rse, did, str(len(content)),
+        self._set_up("add-file", rse, did, str(len(content)),
                      f"{zlib.adler32(content) & 0xFFFFFFFF:08x}", hashlib.md5(content).hexdigest())
         path = self.replica_path(rse, did)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,35 +169,60 @@ class RucioServer(ChildProcess):
 
     def did_bytes(self, did: str) -> int:
         """The size Rucio holds for file ``did`` (-1 when it does not know the DID)."""
-        done = subprocess.run(
-            [str(rucio_python()), str(Path(__file__).with_name("rucio_server_setup.py")), "did-bytes", did],
-            env=self._env(), cwd=self.root, capture_output=True, text=True, check=False, timeout=60,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.name}: did-bytes {did} failed:\n{done.stderr[-3000:]}")
-        return int(done.stdout.split()[-1])
+        return int(self._set_up("did-bytes", did).split()[-1])
 
     def set_limit(self, rse: str, size: int) -> None:
         """Set the user account's quota on ``rse``, in bytes."""
-        self._set_up(rucio_python(), "set-limit", rse, str(size))
+        self._set_up("set-limit", rse, str(size))
 
     def set_admin(self, admin: bool) -> None:
         """Give the user account the ``admin`` attribute (the seed does), or take it: Rucio holds admins to no quota."""
-        self._set_up(rucio_python(), "set-admin", "yes" if admin else "no")
+        self._set_up("set-admin", "yes" if admin else "no")
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # Rucio's venv, nothing else
         return {**env, "RUCIO_CONFIG": str(self.config_path), **extra}
 
-    def _set_up(self, python: Path, *args: str, **env: str) -> None:
-        """A step of rucio_server_setup.py; its output goes to the log."""
-        with open(self.log_path, "ab") as log:
-            done = subprocess.run(
-                [str(python), str(Path(__file__).with_name("rucio_server_setup.py")), *args],
-                env=self._env(**env), cwd=self.root, stdout=log, stderr=subprocess.STDOUT, check=False,
-            )
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.name}: set-up step {args[0]!r} failed:\n{self.log()[-6000:]}")
+    def _set_up(self, step: str, *args: str) -> str:
+        """Run a step of rucio_server_setup.py in the server's one process for them; return what it printed.
+
+        The process starts with the first step and ends with the server; what Rucio logs goes to the log.
+        """
+        with self._steps_lock:
+            if self._steps is None:
+                with open(self.log_path, "ab") as log:
+                    self._steps = subprocess.Popen(
+                        [str(rucio_python()), str(STEPS)], env=self._env(RUCIO_USER_PASSWORD=self.password),
+                        cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                    )
+            assert self._steps.stdin is not None and self._steps.stdout is not None
+            try:
+                self._steps.stdin.write(json.dumps([step, *args]) + "\n")
+                self._steps.stdin.flush()
+                answer = self._steps.stdout.readline()
+            except BrokenPipeError:
+                answer = ""
+        if not answer:
+            raise RuntimeError(f"{self.name}: the set-up steps' process ended before {step!r}:\n{self.log()[-6000:]}")
+        done = json.loads(answer)
+        if "failed" in done:
+            raise RuntimeError(f"{self.name}: set-up step {step!r} failed:\n{done['failed'][-6000:]}")
+        return str(done["printed"])
+
+    def _end_steps(self) -> None:
+        with self._steps_lock:
+            steps, self._steps = self._steps, None
+        if steps is not None:
+            assert steps.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                steps.stdin.close()  # the end of its input: it exits
+            try:
+                steps.wait(10)
+            except subprocess.TimeoutExpired:
+                steps.kill()
+                steps.wait(10)
+            if steps.stdout is not None:
+                steps.stdout.close()
 
     def _write_config(self) -> None:
         (package,) = glob.glob(str(VENV / "lib" / "python*" / "site-packages" / "rucio"))

@@ -1,18 +1,21 @@
 """Set-up steps of the real Rucio server, run with the Python of Rucio's own virtual environment.
 
-Test equipment, used by tests/servers/rucio_server.py; ``RUCIO_CONFIG`` names the
-server's rucio.cfg. ``database`` creates the schema (stamped for alembic),
-the base VO and the root account; ``seed`` adds the fixture data with Rucio's
-own Python client, as the root account of the ``[client]`` section;
-``finish-transfer RSE SCOPE:NAME...`` marks replicas on RSE available, as a
-finished transfer would (no Rucio daemons run); ``fail-transfer RSE
-SCOPE:NAME...`` marks them unavailable, as a failed one would (their rules get
-STUCK); ``add-file RSE SCOPE:NAME BYTES
-ADLER32 MD5`` registers a file with a replica on RSE (its content is the
-caller's to write); ``set-limit RSE BYTES`` sets the user account's quota there; ``set-admin yes|no`` gives the user
-account the ``admin`` attribute or takes it (Rucio holds an admin to no quota); ``did-bytes
-SCOPE:NAME`` prints the size Rucio holds for a file (-1: unknown). The user
-account's password comes in ``RUCIO_USER_PASSWORD``, never on the command line.
+Test equipment, used by tests/servers/rucio_server.py: it runs this module once
+per server, and the module runs the steps its standard input asks for, one
+after the other (each Rucio process imports some 700 modules before its first
+step). ``RUCIO_CONFIG`` names the server's rucio.cfg. ``database`` creates the
+schema (stamped for alembic), the base VO and the root account; ``seed`` adds
+the fixture data with Rucio's own Python client, as the root account of the
+``[client]`` section; ``finish-transfer RSE SCOPE:NAME...`` marks replicas on
+RSE available, as a finished transfer would (no Rucio daemons run);
+``fail-transfer RSE SCOPE:NAME...`` marks them unavailable, as a failed one
+would (their rules get STUCK); ``add-file RSE SCOPE:NAME BYTES ADLER32 MD5``
+registers a file with a replica on RSE (its content is the caller's to write);
+``set-limit RSE BYTES`` sets the user account's quota there; ``set-admin
+yes|no`` gives the user account the ``admin`` attribute or takes it (Rucio
+holds an admin to no quota); ``did-bytes SCOPE:NAME`` prints the size Rucio
+holds for a file (-1: unknown). The user account's password comes in
+``RUCIO_USER_PASSWORD``, never on the command line.
 
 Rucio is imported inside the functions: this module is also imported, for its
 fixture data, where the ``rucio`` module is rucio-clients, not the server.
@@ -20,8 +23,13 @@ fixture data, where the ``rucio`` module is rucio-clients, not the server.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import sys
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 USERNAME = "alice"
@@ -76,6 +84,7 @@ def database() -> None:
     build_database()
     create_base_vo()
     create_root_account()
+    get_engine().dispose()  # no connection of this process stays open beside the server's
 
 
 def seed(storage: str) -> None:
@@ -100,9 +109,9 @@ def seed(storage: str) -> None:
                  for name, (size, where) in FILES.items() if where == rse]
         if files:
             client.add_replicas(rse, files)
-    for dataset, files in DATASETS.items():
+    for dataset, names in DATASETS.items():
         client.add_dataset("data18", dataset)
-        client.attach_dids("data18", dataset, [{"scope": "data18", "name": name} for name in files])
+        client.attach_dids("data18", dataset, [{"scope": "data18", "name": name} for name in names])
     for container, datasets in CONTAINERS.items():
         client.add_container("data18", container)
         client.attach_dids("data18", container, [{"scope": "data18", "name": name} for name in datasets])
@@ -159,9 +168,35 @@ def set_admin(admin: str) -> None:
         Client().delete_account_attribute(ACCOUNT, "admin")
 
 
+STEPS: dict[str, Callable[..., None]] = {
+    "database": database, "seed": seed, "finish-transfer": finish_transfer, "fail-transfer": fail_transfer,
+    "add-file": add_file, "did-bytes": did_bytes, "set-limit": set_limit, "set-admin": set_admin,
+}
+
+
+def serve_steps() -> None:
+    """Run the steps standard input asks for, a JSON list (``["add-file", RSE, ...]``) a line, until it ends.
+
+    Each step's answer is one JSON line on standard output: ``{"printed": ...}``, what the step printed,
+    or ``{"failed": traceback}``. Anything else printed, Rucio's warnings included, goes to standard error.
+    """
+    answers, sys.stdout = sys.stdout, sys.stderr
+    for line in sys.stdin:
+        command, *args = json.loads(line)
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                STEPS[command](*args)
+        except Exception:
+            failure = traceback.format_exc()
+            sys.stderr.write(failure)
+            sys.stderr.flush()
+            answer = {"failed": failure}
+        else:
+            answer = {"printed": printed.getvalue()}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
 if __name__ == "__main__":
-    command, *args = sys.argv[1:]
-    steps = {"database": database, "seed": seed, "finish-transfer": finish_transfer,
-             "fail-transfer": fail_transfer, "add-file": add_file,
-             "did-bytes": did_bytes, "set-limit": set_limit, "set-admin": set_admin}
-    steps[command](*args)
+    serve_steps()
