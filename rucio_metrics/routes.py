@@ -64,9 +64,13 @@ def route_label(pattern: str, base_url: str) -> str:
 
 
 def rules_under(app: Application, base_url: str, prefixes: Iterable[str]) -> Iterator[tuple[Rule, str]]:
-    """Each handler rule under one of ``prefixes``, with its route label."""
+    """Each handler rule under one of ``prefixes`` or at one exactly, with its route label.
+
+    ``my-extension`` covers ``<base_url>my-extension`` and what is below it, not ``my-extension-admin``.
+    """
     paths = prefix_paths(base_url, prefixes)
+    exact = {path.removesuffix("/") for path in paths}
     for rule in app_rules(app):
         pattern = path_pattern(rule)
-        if pattern is not None and pattern.startswith(paths):
+        if pattern is not None and (pattern.startswith(paths) or pattern in exact):
             yield rule, route_label(pattern, base_url)
