@@ -133,10 +133,10 @@ def test_which_place_wins_a_key_set_twice() -> None:
     with server:
         # The command line over JUPYTER_CONFIG_PATH's file: enabled.
         assert instrumented_routes(server)
-        # The .json over the .py of one folder: the routes under upload/ alone.
+        # The .json over the .py of one folder: the upload route and the routes under it alone.
         handlers = {dict(labels)["handler"] for name, labels in server.samples("rucio_jupyterlab_http_request_fail")}
-        assert handlers == {"/rucio-jupyterlab/upload/jobs", "/rucio-jupyterlab/upload/jobs/details",
-                            "/rucio-jupyterlab/upload/jobs/log"}
+        assert handlers == {"/rucio-jupyterlab/upload", "/rucio-jupyterlab/upload/jobs",
+                            "/rucio-jupyterlab/upload/jobs/details", "/rucio-jupyterlab/upload/jobs/log"}
         # JUPYTER_CONFIG_PATH's folder over JUPYTER_CONFIG_DIR: its buckets; the .py's histogram kept.
         bounds = {dict(labels)["le"] for name, labels in server.samples("rucio_jupyterlab_http_request_duration")
                   if name.endswith("_bucket")}
