@@ -22,7 +22,9 @@ route uses is reached.
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -577,6 +579,34 @@ def test_a_set_up_step_that_fails_says_why_and_the_next_step_runs(rucio: RucioSe
         rucio.add_file("NO_SUCH_RSE", "user.alice:nowhere.root", b"n" * 10)
     assert rucio.did_bytes("user.alice:nowhere.root") == -1
     assert rucio.did_bytes("data18:file1.root") == 1000
+
+
+def test_stopping_a_server_while_a_set_up_step_hangs_ends_both() -> None:
+    # A stopped (SIGSTOP) Rucio server answers nothing, so a step waits; stop() used to wait for it, forever.
+    rucio = RucioServer()
+    rucio.start()
+    assert rucio.process is not None
+    failed: list[str] = []
+
+    def step() -> None:
+        try:
+            rucio.add_file("SITE_DISK", "user.alice:hangs.root", b"h" * 10)
+        except RuntimeError as error:
+            failed.append(str(error).splitlines()[0])
+
+    stepping = threading.Thread(target=step, daemon=True)
+    try:
+        rucio.process.send_signal(signal.SIGSTOP)
+        stepping.start()
+        time.sleep(1)
+    finally:
+        stopping = threading.Thread(target=rucio.stop, daemon=True)
+        stopping.start()
+        stopping.join(60)
+    stepping.join(10)
+    assert not stopping.is_alive() and not stepping.is_alive()
+    assert failed == ["rucio server: the set-up steps' process ended before 'add-file':"]
+    assert not rucio.root.exists()
 
 
 def test_passwords_are_in_no_log(rucio: RucioServer, server: JupyterServerProcess) -> None:

@@ -210,14 +210,14 @@ class RucioServer(ChildProcess):
         return str(done["printed"])
 
     def _end_steps(self) -> None:
-        with self._steps_lock:
-            steps, self._steps = self._steps, None
+        # Not under the lock: a step that hangs (on a stopped server) holds it, and the kill below ends it.
+        steps, self._steps = self._steps, None
         if steps is not None:
             assert steps.stdin is not None
             with contextlib.suppress(BrokenPipeError):
                 steps.stdin.close()  # the end of its input: it exits
             try:
-                steps.wait(10)
+                steps.wait(5)  # at once, but in a step that hangs
             except subprocess.TimeoutExpired:
                 steps.kill()
                 steps.wait(10)
