@@ -195,12 +195,13 @@ class RucioServer(ChildProcess):
                         [str(rucio_python()), str(STEPS)], env=self._env(RUCIO_USER_PASSWORD=self.password),
                         cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                     )
-            assert self._steps.stdin is not None and self._steps.stdout is not None
+            steps = self._steps  # stop() may take it from another thread meanwhile
+            assert steps.stdin is not None and steps.stdout is not None
             try:
-                self._steps.stdin.write(json.dumps([step, *args]) + "\n")
-                self._steps.stdin.flush()
-                answer = self._steps.stdout.readline()
-            except BrokenPipeError:
+                steps.stdin.write(json.dumps([step, *args]) + "\n")
+                steps.stdin.flush()
+                answer = steps.stdout.readline()
+            except (BrokenPipeError, ValueError):  # ValueError: stop() closed the pipes meanwhile
                 answer = ""
         if not answer:
             raise RuntimeError(f"{self.name}: the set-up steps' process ended before {step!r}:\n{self.log()[-6000:]}")
