@@ -27,9 +27,8 @@ from .support.route_samples import log_in
 PREFIX = "rucio_jupyterlab_time_to_data"
 SECONDS, WAITS, MAKE_AVAILABLE = PREFIX + "_seconds", PREFIX + "_waits", PREFIX + "_make_available_total"
 REPLICA, DOWNLOAD = "atlas", "cms"  # the instances, in replica and in download mode
-# seconds: a wait nobody looks at this long ends unobserved. Far longer than a step of Rucio's own client
-# (finish_transfer), during which the test does not poll: once more than 10 s, when each step was a new
-# Python process, on a 2-core machine running the suite's three workers.
+# seconds: a wait nobody looks at this long ends unobserved. Far longer than anything a test does between
+# two polls (finish_transfer, a step of Rucio's own client), even on a 2-core machine running three workers.
 HORIZON = 20.0
 POLL = 0.2  # seconds between two polls of a DID, while the test polls
 

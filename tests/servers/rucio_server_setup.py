@@ -2,7 +2,7 @@
 
 Test equipment, used by tests/servers/rucio_server.py: it runs this module once
 per server, and the module runs the steps its standard input asks for, one
-after the other (each Rucio process imports some 700 modules before its first
+after the other (each Rucio process imports some 600 modules before its first
 step). ``RUCIO_CONFIG`` names the server's rucio.cfg. ``database`` creates the
 schema (stamped for alembic), the base VO and the root account; ``seed`` adds
 the fixture data with Rucio's own Python client, as the root account of the
